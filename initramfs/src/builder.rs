@@ -55,7 +55,7 @@ fn guest_path(path: &str) -> Result<String, Error> {
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
         .collect();
-    if parts.iter().any(|p| *p == "..") {
+    if parts.contains(&"..") {
         return Err(Error::BadGuestPath(path.to_string()));
     }
     Ok(format!("/{}", parts.join("/")))
