@@ -28,6 +28,7 @@ mod init_script;
 mod kernel;
 pub mod kvm;
 mod nested;
+pub mod peers;
 mod qemu;
 
 use std::path::{Path, PathBuf};

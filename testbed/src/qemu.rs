@@ -242,7 +242,10 @@ impl QemuGuest {
             None => Kernel::debian()?,
         };
         if !kernel.image.is_file() {
-            return Err(TestbedError::MissingKernel(format!("{}: no such file", kernel.image.display())));
+            return Err(TestbedError::MissingKernel(format!(
+                "{}: no such file",
+                kernel.image.display()
+            )));
         }
         let base = self.base_initramfs(&kernel)?;
         let work = tempfile::Builder::new()

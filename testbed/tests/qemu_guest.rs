@@ -7,19 +7,35 @@ use cradle_testbed::{Kernel, QemuGuest, TestbedError};
 #[test]
 fn qemu_runs_uname_in_the_debian_kernel() {
     let kernel = Kernel::debian().expect("linux-image-cloud-amd64 must be installed");
-    let run = QemuGuest::new().run("uname -r; echo cpus=$(nproc)").unwrap();
+    let run = QemuGuest::new()
+        .run("uname -r; echo cpus=$(nproc)")
+        .unwrap();
     assert_eq!(run.status, 0);
     let mut lines = run.output.lines();
-    assert_eq!(lines.next(), Some(kernel.version.as_str()), "{}", run.console);
+    assert_eq!(
+        lines.next(),
+        Some(kernel.version.as_str()),
+        "{}",
+        run.console
+    );
     assert_eq!(lines.next(), Some("cpus=1"));
-    eprintln!("boot to script: {:?}, whole run: {:?}", run.to_script, run.wall);
+    eprintln!(
+        "boot to script: {:?}, whole run: {:?}",
+        run.to_script, run.wall
+    );
 }
 
 #[test]
 fn qemu_failing_command_reports_status_and_console() {
-    let err = QemuGuest::new().run("echo about to fail; exit 3").unwrap_err();
+    let err = QemuGuest::new()
+        .run("echo about to fail; exit 3")
+        .unwrap_err();
     match &err {
-        TestbedError::CommandFailed { status, output, console } => {
+        TestbedError::CommandFailed {
+            status,
+            output,
+            console,
+        } => {
             assert_eq!(*status, 3);
             assert_eq!(output.trim(), "about to fail");
             assert!(console.contains("CRADLE-TESTBED-BEGIN"), "{console}");
@@ -27,7 +43,10 @@ fn qemu_failing_command_reports_status_and_console() {
         other => panic!("expected CommandFailed, got {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("status 3") && text.contains("--- console"), "{text}");
+    assert!(
+        text.contains("status 3") && text.contains("--- console"),
+        "{text}"
+    );
 }
 
 #[test]
