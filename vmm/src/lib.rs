@@ -8,3 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod control;
+pub mod minivm;
+pub mod payload;
+pub mod probe;
