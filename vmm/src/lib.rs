@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod control;
+pub mod memory;
 pub mod minivm;
 pub mod payload;
 pub mod probe;

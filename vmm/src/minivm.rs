@@ -7,18 +7,16 @@
 
 use std::time::Instant;
 
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::mmap::FromRangesError;
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use crate::arch::x86_64::layout::BOOT_STACK_POINTER;
 use crate::arch::x86_64::{
     setup_fpu, setup_long_mode, setup_real_mode, setup_real_mode_regs, setup_regs, ArchError,
     BootRegs,
 };
+use crate::memory::{register_guest_memory, MemoryError};
 use crate::payload::CodeMode;
 
 /// Guest-physical address where payloads are loaded (segment 0x1000 in
@@ -40,9 +38,9 @@ pub enum VmError {
     /// The guest RAM could not be mapped.
     #[error("cannot allocate guest memory: {0}")]
     GuestMemory(#[source] FromRangesError),
-    /// KVM_SET_USER_MEMORY_REGION failed.
-    #[error("KVM_SET_USER_MEMORY_REGION failed: {0}")]
-    SetMemory(#[source] kvm_ioctls::Error),
+    /// KVM refused the guest memory.
+    #[error(transparent)]
+    SetMemory(#[from] MemoryError),
     /// KVM_CREATE_VCPU failed.
     #[error("KVM_CREATE_VCPU failed: {0}")]
     CreateVcpu(#[source] kvm_ioctls::Error),
@@ -153,18 +151,8 @@ impl MiniVm {
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)])
             .map_err(VmError::GuestMemory)?;
-        for (slot, region) in mem.iter().enumerate() {
-            let region_desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-                flags: 0,
-            };
-            // SAFETY: the region is a live mapping owned by `mem`, which this
-            // struct keeps for as long as the VM (and its vCPU) exists.
-            unsafe { vm.set_user_memory_region(region_desc) }.map_err(VmError::SetMemory)?;
-        }
+        // `mem` lives in the returned struct as long as the VM does.
+        register_guest_memory(&vm, &mem)?;
         let vcpu = vm.create_vcpu(0).map_err(VmError::CreateVcpu)?;
         mem.write_slice(code, GuestAddress(PAYLOAD_START))
             .map_err(VmError::LoadPayload)?;
