@@ -34,7 +34,6 @@ mod qemu;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use init_script::{BEGIN_MARKER, EXIT_MARKER};
 pub use kernel::{Kernel, KERNEL_ENV};
 pub use nested::{NestedHost, L2_INITRAMFS, L2_KERNEL};
 pub use qemu::QemuGuest;
