@@ -23,6 +23,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ceph;
 mod console;
 mod init_script;
 mod kernel;

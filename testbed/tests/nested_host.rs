@@ -30,7 +30,9 @@ fn nested_missing_kvm_is_reported() {
 fn nested_qemu_microvm_boots_l2_on_l1_kvm() {
     use cradle_testbed::{Kernel, QemuGuest, L2_INITRAMFS, L2_KERNEL};
     let kernel = Kernel::debian().unwrap();
-    let l2 = QemuGuest::new().standalone_initramfs("echo l2-says-hello; uname -r").unwrap();
+    let l2 = QemuGuest::new()
+        .standalone_initramfs("echo l2-says-hello; uname -r")
+        .unwrap();
     let script = format!(
         "start=$(cut -d' ' -f1 /proc/uptime)\n\
          qemu-system-x86_64 -M microvm -accel kvm -cpu host -m 256 -nodefaults -no-user-config \
@@ -50,5 +52,8 @@ fn nested_qemu_microvm_boots_l2_on_l1_kvm() {
     let lines: Vec<&str> = run.output.lines().collect();
     assert_eq!(lines[0], "l2-says-hello", "{}", run.console);
     assert_eq!(lines[1], kernel.version);
-    eprintln!("L1 boot {:?}, whole run {:?}, {}", run.to_script, run.wall, lines[2]);
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}, {}",
+        run.to_script, run.wall, lines[2]
+    );
 }
