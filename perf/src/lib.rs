@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod fio;
+pub mod jobs;
 pub mod stats;
 
 /// Why a measurement could not be used.
@@ -14,6 +15,9 @@ pub enum PerfError {
     /// fio's output was missing, malformed or reported a failed job.
     #[error("{0}")]
     Fio(String),
+    /// A job file is missing, malformed or uses something unsupported.
+    #[error("job file {0}")]
+    Job(String),
     /// A figure had no usable sample.
     #[error("no usable samples")]
     NoSamples,
