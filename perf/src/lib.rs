@@ -5,8 +5,13 @@
 //! maths ([`stats`]); the runner and the `cradle-perf` binary build on them.
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod fio;
+pub mod guest;
 pub mod jobs;
+pub mod procstat;
+pub mod raw;
+pub mod record;
 pub mod stats;
 
 /// Why a measurement could not be used.
@@ -18,6 +23,9 @@ pub enum PerfError {
     /// A job file is missing, malformed or uses something unsupported.
     #[error("job file {0}")]
     Job(String),
+    /// A backend, peer or guest could not be set up.
+    #[error("{0}")]
+    Setup(String),
     /// A figure had no usable sample.
     #[error("no usable samples")]
     NoSamples,
