@@ -6,12 +6,14 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod chart;
 pub mod fio;
 pub mod guest;
 pub mod jobs;
 pub mod procstat;
 pub mod raw;
 pub mod record;
+pub mod report;
 pub mod stats;
 
 /// Why a measurement could not be used.
@@ -26,6 +28,9 @@ pub enum PerfError {
     /// A backend, peer or guest could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// A report could not be written or read.
+    #[error("{0}")]
+    Report(String),
     /// A figure had no usable sample.
     #[error("no usable samples")]
     NoSamples,
