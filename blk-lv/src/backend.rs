@@ -191,6 +191,13 @@ impl DaemonBackend for BlkBackend {
     }
 
     fn detach(&self) {
+        // Taking each worker's lock once guarantees that no worker is in
+        // the middle of popping; after that none will pop again.
+        for i in 0..self.inner.workers.len() {
+            if let Some(mut w) = self.worker(i) {
+                w.closed = true;
+            }
+        }
         let dev = &self.inner.device;
         if !dev.wait_until(STOP_TIMEOUT, |d| d.total_in_flight() == 0) {
             tracing::warn!("requests still in flight after disconnect");
