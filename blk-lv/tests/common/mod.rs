@@ -102,3 +102,40 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The blk-lv binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_blk-lv");
+
+/// Runs blk-lv as a child process with `args` and waits until its socket
+/// accepts connections.
+pub fn spawn_daemon(sock: &std::path::Path, args: &[&str]) -> std::process::Child {
+    let child = std::process::Command::new(BIN)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(|| std::os::unix::net::UnixStream::connect(sock).is_ok()),
+        "daemon did not listen"
+    );
+    child
+}
+
+/// Waits for a child to exit, at most `secs` seconds.
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Sends `sig` to a child.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
