@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod boot;
 pub mod control;
 pub mod memory;
 pub mod minivm;

@@ -2,6 +2,8 @@
 //! the vCPU register state that the 64-bit Linux boot protocol expects, plus
 //! the real-mode state used by the real-mode payload tests.
 
+pub mod bootparams;
+pub mod e820;
 pub mod error;
 pub mod fpu;
 pub mod gdt;
