@@ -10,6 +10,8 @@
 pub mod arch;
 pub mod boot;
 pub mod control;
+pub mod devices;
+pub mod kick;
 pub mod memory;
 pub mod minivm;
 pub mod payload;

@@ -127,6 +127,36 @@ impl Asm {
         asm
     }
 
+    /// `mov al, value; out port, al` with an 8-bit immediate port.
+    pub fn out_imm8(mut self, port: u8, value: u8) -> Self {
+        self.code.extend_from_slice(&[0xb0, value, 0xe6, port]);
+        self
+    }
+
+    /// `in al, dx`: one byte from the port in `dx`.
+    pub fn in_al_dx(mut self) -> Self {
+        self.code.push(0xec);
+        self
+    }
+
+    /// `sti`: accept maskable interrupts.
+    pub fn sti(mut self) -> Self {
+        self.code.push(0xfb);
+        self
+    }
+
+    /// `cli`: mask interrupts.
+    pub fn cli(mut self) -> Self {
+        self.code.push(0xfa);
+        self
+    }
+
+    /// `1: hlt; jmp 1b`: wait for interrupts forever.
+    pub fn halt_loop(mut self) -> Self {
+        self.code.extend_from_slice(&[0xf4, 0xeb, 0xfd]);
+        self
+    }
+
     /// `hlt`: without an in-kernel irqchip this exits to the VMM.
     pub fn hlt(mut self) -> Self {
         self.code.push(0xf4);
@@ -188,6 +218,22 @@ mod tests {
             0xf4,
         ];
         assert_eq!(code, expected);
+    }
+
+    #[test]
+    fn interrupt_helpers() {
+        let code = Asm::new(CodeMode::Real)
+            .out_imm8(0x21, 0xef)
+            .in_al_dx()
+            .sti()
+            .cli()
+            .halt_loop()
+            .finish();
+        // mov al, 0xef; out 0x21, al; in al, dx; sti; cli; 1: hlt; jmp 1b
+        assert_eq!(
+            code,
+            [0xb0, 0xef, 0xe6, 0x21, 0xec, 0xfb, 0xfa, 0xf4, 0xeb, 0xfd]
+        );
     }
 
     #[test]
