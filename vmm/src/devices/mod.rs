@@ -2,4 +2,5 @@
 //! vhost-user daemon instead.
 
 pub mod bus;
+pub mod i8042;
 pub mod serial;
