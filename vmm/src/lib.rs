@@ -9,10 +9,12 @@
 
 pub mod arch;
 pub mod boot;
+pub mod config;
 pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod kick;
+pub mod launch;
 pub mod memory;
 pub mod minivm;
 pub mod payload;

@@ -139,6 +139,29 @@ impl Asm {
         self
     }
 
+    /// `mov edi, [rsi + disp]` (long mode): load a 32-bit pointer from the
+    /// structure `rsi` points to, such as `cmd_line_ptr` in the zero page.
+    pub fn load_edi_from_rsi(mut self, disp: u32) -> Self {
+        self.code.extend_from_slice(&[0x8b, 0xbe]);
+        self.code.extend_from_slice(&disp.to_le_bytes());
+        self
+    }
+
+    /// Writes the NUL-terminated string at `rdi` to the port in `dx`, one
+    /// `out` per byte (long mode):
+    /// `1: mov al, [rdi]; test al, al; jz 2f; out dx, al; inc rdi; jmp 1b; 2:`.
+    pub fn out_cstring_at_rdi(mut self) -> Self {
+        self.code.extend_from_slice(&[
+            0x8a, 0x07, // mov al, [rdi]
+            0x84, 0xc0, // test al, al
+            0x74, 0x06, // jz +6
+            0xee, // out dx, al
+            0x48, 0xff, 0xc7, // inc rdi
+            0xeb, 0xf4, // jmp -12
+        ]);
+        self
+    }
+
     /// `sti`: accept maskable interrupts.
     pub fn sti(mut self) -> Self {
         self.code.push(0xfb);
