@@ -1,13 +1,21 @@
 //! The control port: how the guest init tells the VMM about milestones and
 //! the pod's exit status (issue #6).
 //!
-//! One 32-bit `out` to [`CONTROL_PORT`] per message; bits 31:24 are the
-//! command, the rest its argument:
+//! One 32-bit `out` to [`CONTROL_PORT`] per message, or four byte-wide
+//! `out`s to ports 0x600..=0x603 in that order (what a write to
+//! `/dev/port` does, for guests with only a shell): the byte to 0x603
+//! completes the message. Bits 31:24 are the command, the rest its
+//! argument:
 //!
 //! | value | meaning |
 //! |---|---|
 //! | `0x0100_0000 \| id` | milestone `id` reached (1: init started, 2: container started) |
 //! | `0x0200_0000 \| status` | the pod exited with `status` (0-255); the VM stops |
+//!
+//! The same register is also at guest-physical [`CONTROL_MMIO_BASE`], for
+//! guests that can reach neither ports nor `/dev/port` (the Debian cloud
+//! kernel has no `/dev/port`): `devmem 0xfe000000 32 0x0200002a` reports
+//! status 42 from a busybox shell.
 //!
 //! Anything else, and any access of another width, is counted and ignored:
 //! the guest cannot hurt the VMM through this port.
@@ -15,7 +23,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::devices::bus::PioDevice;
+use crate::devices::bus::BusDevice;
 use crate::exit::{ExitReason, ExitSignal};
 
 /// I/O port of the control device. 0x600 is unused by the PC platform
@@ -23,6 +31,11 @@ use crate::exit::{ExitReason, ExitSignal};
 pub const CONTROL_PORT: u16 = 0x600;
 /// Ports used: one 32-bit register.
 pub const CONTROL_PORT_LEN: u16 = 4;
+/// Guest-physical address of the same register, in the platform-device
+/// page at the top of the 32-bit hole (below the IOAPIC at 0xfec0_0000).
+pub const CONTROL_MMIO_BASE: u64 = 0xfe00_0000;
+/// One page, so `devmem` maps nothing else.
+pub const CONTROL_MMIO_LEN: u64 = 0x1000;
 
 const CMD_MILESTONE: u32 = 0x01;
 const CMD_EXIT: u32 = 0x02;
@@ -96,6 +109,8 @@ pub struct ControlDevice {
     exit: Arc<ExitSignal>,
     milestones: Vec<(Milestone, Duration)>,
     ignored: u64,
+    /// Bytes of a message written one port at a time.
+    latch: [u8; 4],
 }
 
 impl ControlDevice {
@@ -106,6 +121,7 @@ impl ControlDevice {
             exit,
             milestones: Vec::new(),
             ignored: 0,
+            latch: [0; 4],
         }
     }
 
@@ -120,17 +136,25 @@ impl ControlDevice {
     }
 }
 
-impl PioDevice for ControlDevice {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for ControlDevice {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
-        let message = (offset == 0)
-            .then(|| decode_write(data))
-            .flatten()
-            .and_then(decode_message);
-        match message {
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let value = match (offset, data) {
+            (0, [_, _, _, _]) => decode_write(data),
+            (0..=2, [byte]) => {
+                self.latch[offset as usize] = *byte;
+                return;
+            }
+            (3, [byte]) => {
+                self.latch[3] = *byte;
+                Some(u32::from_le_bytes(std::mem::take(&mut self.latch)))
+            }
+            _ => None,
+        };
+        match value.and_then(decode_message) {
             Some(ControlMessage::Milestone(m)) => {
                 let at = self.started.elapsed();
                 tracing::info!(milestone = %m, ms = at.as_secs_f64() * 1e3, "guest milestone");
@@ -175,11 +199,27 @@ mod tests {
     }
 
     #[test]
+    fn byte_writes_assemble_a_message() {
+        let exit = Arc::new(ExitSignal::new());
+        let mut dev = ControlDevice::new(Instant::now(), exit.clone());
+        // What `printf '\001\000\000\001' | dd of=/dev/port seek=1536` does.
+        for (offset, byte) in [1u8, 0, 0, 1].into_iter().enumerate() {
+            dev.write(offset as u64, &[byte]);
+        }
+        assert_eq!(dev.milestones()[0].0, Milestone::InitStarted);
+        for (offset, byte) in 0x0200_0009u32.to_le_bytes().into_iter().enumerate() {
+            dev.write(offset as u64, &[byte]);
+        }
+        assert_eq!(exit.get(), Some(ExitReason::Status(9)));
+        assert_eq!(dev.ignored(), 0);
+    }
+
+    #[test]
     fn device_records_milestones_and_raises_the_exit() {
         let exit = Arc::new(ExitSignal::new());
         let mut dev = ControlDevice::new(Instant::now(), exit.clone());
         dev.write(0, &0x0100_0001u32.to_le_bytes());
-        dev.write(0, &[1]);
+        dev.write(0, &[1, 2]);
         dev.write(2, &0x0200_0005u32.to_le_bytes());
         dev.write(0, &0x7f00_0000u32.to_le_bytes());
         assert_eq!(dev.ignored(), 3);

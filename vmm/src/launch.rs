@@ -3,16 +3,19 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::boot::{BootError, LinuxBoot};
 use crate::config::{ConfigError, SerialConfig, VmConfig};
-use crate::control::{ControlDevice, CONTROL_PORT, CONTROL_PORT_LEN};
-use crate::devices::bus::{BusError, PioBus};
+use crate::control::{
+    ControlDevice, CONTROL_MMIO_BASE, CONTROL_MMIO_LEN, CONTROL_PORT, CONTROL_PORT_LEN,
+};
+use crate::devices::bus::BusError;
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
 use crate::exit::{ExitReason, ExitSignal};
+use crate::vcpu::Buses;
 use crate::vm::{Vm, VmError, VmSpec};
 
 /// Why `kcradle boot` could not run the VM.
@@ -79,6 +82,42 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
     })
 }
 
+/// The platform devices on their buses: COM1 (`console`), the i8042 and
+/// the control register (by port and by MMIO), the latter two raising
+/// `exit`; milestones are timed from `started`.
+pub fn platform_buses<W: Write + Send + 'static>(
+    console: SerialConsole<W>,
+    exit: &Arc<ExitSignal>,
+    started: Instant,
+) -> Result<Buses, BusError> {
+    let buses = Buses::default();
+    let control = Arc::new(Mutex::new(ControlDevice::new(started, exit.clone())));
+    {
+        let mut pio = buses.pio.lock().unwrap_or_else(PoisonError::into_inner);
+        pio.insert(
+            u64::from(COM1_PORT),
+            u64::from(COM1_PORT_LEN),
+            Box::new(console),
+        )?;
+        pio.insert(
+            u64::from(I8042_PORT),
+            u64::from(I8042_PORT_LEN),
+            Box::new(I8042::new(exit.clone())),
+        )?;
+        pio.insert(
+            u64::from(CONTROL_PORT),
+            u64::from(CONTROL_PORT_LEN),
+            Box::new(control.clone()),
+        )?;
+    }
+    buses
+        .mmio
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(CONTROL_MMIO_BASE, CONTROL_MMIO_LEN, Box::new(control))?;
+    Ok(buses)
+}
+
 /// Checks `config`, builds the VM, runs it to its end and says why it
 /// ended. `started` is when kcradle started: milestones are timed from it.
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
@@ -113,19 +152,8 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     let exit = Arc::new(ExitSignal::new());
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
-    let mut bus = PioBus::new();
-    bus.insert(COM1_PORT, COM1_PORT_LEN, Box::new(console))?;
-    bus.insert(
-        I8042_PORT,
-        I8042_PORT_LEN,
-        Box::new(I8042::new(exit.clone())),
-    )?;
-    bus.insert(
-        CONTROL_PORT,
-        CONTROL_PORT_LEN,
-        Box::new(ControlDevice::new(started, exit.clone())),
-    )?;
-    let reason = vm.run(bus, exit)?;
+    let buses = platform_buses(console, &exit, started)?;
+    let reason = vm.run(buses, exit)?;
     tracing::info!(
         ?reason,
         ms = started.elapsed().as_secs_f64() * 1e3,

@@ -5,7 +5,7 @@
 //! interrupt tests) `hlt` stays in the kernel, so a run ends when a stop
 //! condition on an access holds, or at a timeout. Every port and MMIO access
 //! is recorded with the time the exit reached the VMM; port accesses go to a
-//! [`PioBus`], MMIO reads are answered with all-ones.
+//! [`Bus`], MMIO reads are answered with all-ones.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::arch::x86_64::{
     setup_fpu, setup_long_mode, setup_real_mode, setup_real_mode_regs, setup_regs, ArchError,
     BootRegs,
 };
-use crate::devices::bus::PioBus;
+use crate::devices::bus::Bus;
 use crate::kick::Watchdog;
 use crate::memory::{register_guest_memory, MemoryError};
 use crate::payload::CodeMode;
@@ -219,14 +219,14 @@ impl MiniVm {
     /// Runs until `hlt`, recording every port and MMIO access; gives up
     /// after `max_exits` exits or [`DEFAULT_TIMEOUT`].
     pub fn run(&mut self, max_exits: usize) -> Result<RunLog, VmError> {
-        self.run_on_bus(&mut PioBus::new(), max_exits, DEFAULT_TIMEOUT, |_| false)
+        self.run_on_bus(&mut Bus::new(), max_exits, DEFAULT_TIMEOUT, |_| false)
     }
 
     /// Runs until `hlt` or until `stop` holds for an access, sending port
     /// accesses to `bus`; gives up after `max_exits` exits or `timeout`.
     pub fn run_on_bus(
         &mut self,
-        bus: &mut PioBus,
+        bus: &mut Bus,
         max_exits: usize,
         timeout: Duration,
         mut stop: impl FnMut(&Access) -> bool,
@@ -248,14 +248,14 @@ impl MiniVm {
             let access = match exit {
                 VcpuExit::Hlt => return Ok(log),
                 VcpuExit::IoOut(port, data) => {
-                    bus.write(port, data);
+                    bus.write(u64::from(port), data);
                     Access::PortWrite {
                         port,
                         data: data.to_vec(),
                     }
                 }
                 VcpuExit::IoIn(port, data) => {
-                    bus.read(port, data);
+                    bus.read(u64::from(port), data);
                     Access::PortRead {
                         port,
                         len: data.len(),

@@ -1,30 +1,45 @@
 //! The vCPU loop: one thread per vCPU, running `KVM_RUN` and handing port
-//! accesses to the shared bus until the VM is told to stop.
+//! and MMIO accesses to the shared buses until the VM is told to stop.
 
 use std::sync::{Mutex, PoisonError};
 
 use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use crate::devices::bus::PioBus;
+use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
+
+/// The port-I/O and MMIO buses every vCPU shares.
+#[derive(Debug, Default)]
+pub struct Buses {
+    /// I/O ports.
+    pub pio: Mutex<Bus>,
+    /// Guest-physical addresses outside RAM.
+    pub mmio: Mutex<Bus>,
+}
+
+fn lock(bus: &Mutex<Bus>) -> std::sync::MutexGuard<'_, Bus> {
+    // A device that panicked left the bus map itself intact.
+    bus.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Runs `vcpu` until `exit` is raised (by this vCPU, another one, a device
 /// or the VMM, which then kicks this thread out of `KVM_RUN`).
-pub fn run_vcpu(id: usize, vcpu: &mut VcpuFd, bus: &Mutex<PioBus>, exit: &ExitSignal) {
+pub fn run_vcpu(id: usize, vcpu: &mut VcpuFd, buses: &Buses, exit: &ExitSignal) {
     while !exit.is_raised() {
-        let result = vcpu.run();
-        let lock = || bus.lock().unwrap_or_else(PoisonError::into_inner);
-        match result {
+        match vcpu.run() {
             Ok(VcpuExit::IoOut(port, data)) => {
-                lock().write(port, data);
+                lock(&buses.pio).write(u64::from(port), data);
             }
             Ok(VcpuExit::IoIn(port, data)) => {
-                lock().read(port, data);
+                lock(&buses.pio).read(u64::from(port), data);
             }
-            // No MMIO devices yet: reads see an empty bus, writes vanish.
-            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
-            Ok(VcpuExit::MmioWrite(..)) => {}
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                lock(&buses.mmio).read(addr, data);
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                lock(&buses.mmio).write(addr, data);
+            }
             Ok(VcpuExit::Shutdown) => exit.raise(ExitReason::Shutdown(format!(
                 "vCPU {id}: shutdown (triple fault)"
             ))),

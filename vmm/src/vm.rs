@@ -3,7 +3,7 @@
 //! threads that run it until it ends.
 
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
@@ -16,11 +16,10 @@ use crate::arch::x86_64::layout::BOOT_STACK_POINTER;
 use crate::arch::x86_64::msr::setup_msrs;
 use crate::arch::x86_64::{setup_fpu, setup_long_mode, setup_regs, ArchError, BootRegs};
 use crate::boot::{load_linux, setup_boot_vcpu, BootError, LinuxBoot, LoadedLinux};
-use crate::devices::bus::PioBus;
 use crate::exit::{ExitReason, ExitSignal};
 use crate::kick::{install_kick_handler, kick_signal};
 use crate::memory::{create_guest_memory, register_guest_memory, MemoryError};
-use crate::vcpu::run_vcpu;
+use crate::vcpu::{run_vcpu, Buses};
 
 /// Three pages KVM needs for its real-mode TSS on Intel, at the top of the
 /// 32-bit device hole where no BAR goes.
@@ -178,9 +177,9 @@ impl Vm {
 
     /// Runs every vCPU on its own thread until `exit` is raised, then
     /// stops them all and returns why the VM ended.
-    pub fn run(self, bus: PioBus, exit: Arc<ExitSignal>) -> Result<ExitReason, VmError> {
+    pub fn run(self, buses: Buses, exit: Arc<ExitSignal>) -> Result<ExitReason, VmError> {
         install_kick_handler().map_err(|e| VmError::Thread(e.into()))?;
-        let bus = Arc::new(Mutex::new(bus));
+        let bus = Arc::new(buses);
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let mut spawn_error = None;
         for (id, mut vcpu) in self.vcpus.into_iter().enumerate() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cradle_vmm::arch::x86_64::layout::MEM_32BIT_GAP_START;
 use cradle_vmm::control::{decode_write, CONTROL_PORT};
-use cradle_vmm::devices::bus::PioBus;
+use cradle_vmm::devices::bus::Bus;
 use cradle_vmm::devices::serial::{SerialConsole, COM1_PORT, COM1_PORT_LEN};
 use cradle_vmm::minivm::{Access, MiniVm, VmError, PAYLOAD_START};
 use cradle_vmm::payload::{Asm, CodeMode};
@@ -155,10 +155,14 @@ fn serial_console_on_the_bus_gets_payload_output() {
         return;
     }
     let out = SharedBuf::default();
-    let mut bus = PioBus::new();
+    let mut bus = Bus::new();
     let console = SerialConsole::new(out.clone()).unwrap();
-    bus.insert(COM1_PORT, COM1_PORT_LEN, Box::new(console))
-        .unwrap();
+    bus.insert(
+        u64::from(COM1_PORT),
+        u64::from(COM1_PORT_LEN),
+        Box::new(console),
+    )
+    .unwrap();
     // Write, then read the line status register like a polling driver and
     // echo it to the control port.
     let code = Asm::new(CodeMode::Long)
@@ -230,9 +234,13 @@ fn serial_interrupt_reaches_the_guest_through_irqfd() {
     let out = SharedBuf::default();
     let console = SerialConsole::new(out.clone()).unwrap();
     console.attach_irqfd(vm.vm_fd()).unwrap();
-    let mut bus = PioBus::new();
-    bus.insert(COM1_PORT, COM1_PORT_LEN, Box::new(console))
-        .unwrap();
+    let mut bus = Bus::new();
+    bus.insert(
+        u64::from(COM1_PORT),
+        u64::from(COM1_PORT_LEN),
+        Box::new(console),
+    )
+    .unwrap();
 
     let log = vm
         .run_on_bus(
@@ -258,9 +266,7 @@ fn a_guest_waiting_for_an_interrupt_that_never_comes_times_out() {
     let mut vm = MiniVm::with_irqchip(MEM, CodeMode::Real, &code).unwrap();
     let started = std::time::Instant::now();
     let err = vm
-        .run_on_bus(&mut PioBus::new(), 100, Duration::from_millis(300), |_| {
-            false
-        })
+        .run_on_bus(&mut Bus::new(), 100, Duration::from_millis(300), |_| false)
         .unwrap_err();
     assert!(matches!(err, VmError::Timeout(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));

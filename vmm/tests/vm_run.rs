@@ -11,12 +11,11 @@ use std::time::Duration;
 use cradle_vmm::arch::x86_64::lapic::{delivery_mode, read_lapic_reg, APIC_LVT0, APIC_LVT1};
 use cradle_vmm::arch::x86_64::layout::HIMEM_START;
 use cradle_vmm::control::{
-    encode_message, ControlDevice, ControlMessage, Milestone, CONTROL_PORT, CONTROL_PORT_LEN,
+    encode_message, ControlMessage, Milestone, CONTROL_MMIO_BASE, CONTROL_PORT,
 };
-use cradle_vmm::devices::bus::PioBus;
-use cradle_vmm::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
-use cradle_vmm::devices::serial::{SerialConsole, COM1_PORT, COM1_PORT_LEN};
+use cradle_vmm::devices::serial::{SerialConsole, COM1_PORT};
 use cradle_vmm::exit::{ExitReason, ExitSignal};
+use cradle_vmm::launch::platform_buses;
 use cradle_vmm::payload::{Asm, CodeMode};
 use cradle_vmm::vm::{Vm, VmSpec};
 use vm_memory::{Bytes, GuestAddress};
@@ -62,18 +61,7 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
     let out = SharedBuf::default();
     let console = SerialConsole::new(out.clone()).unwrap();
     console.attach_irqfd(vm.fd()).unwrap();
-    let mut bus = PioBus::new();
-    bus.insert(COM1_PORT, COM1_PORT_LEN, Box::new(console))
-        .unwrap();
-    bus.insert(
-        I8042_PORT,
-        I8042_PORT_LEN,
-        Box::new(I8042::new(exit.clone())),
-    )
-    .unwrap();
-    let control = ControlDevice::new(std::time::Instant::now(), exit.clone());
-    bus.insert(CONTROL_PORT, CONTROL_PORT_LEN, Box::new(control))
-        .unwrap();
+    let buses = platform_buses(console, &exit, std::time::Instant::now()).unwrap();
 
     let guard_exit = exit.clone();
     std::thread::spawn(move || {
@@ -82,7 +70,7 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
             "test guard: payload never ended".into(),
         ));
     });
-    let reason = vm.run(bus, exit).unwrap();
+    let reason = vm.run(buses, exit).unwrap();
     let output = out.0.lock().unwrap().clone();
     (reason, output)
 }
@@ -107,6 +95,20 @@ fn guest_exit_status_on_the_control_port_ends_the_vm() {
     assert_eq!(reason, ExitReason::Status(7));
     assert_eq!(reason.exit_status(), 7);
     assert_eq!(output, b"hi\n");
+}
+
+#[test]
+fn exit_status_through_the_mmio_control_register() {
+    if !have_kvm() {
+        return;
+    }
+    // What `devmem 0xfe000000 32 0x02000009` does in a guest.
+    let code = Asm::new(CodeMode::Long)
+        .store_dword(CONTROL_MMIO_BASE, encode_message(ControlMessage::Exit(9)))
+        .halt_loop()
+        .finish();
+    let (reason, _) = run_payload(1, &code);
+    assert_eq!(reason, ExitReason::Status(9));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use vm_superio::{I8042Device, Trigger};
 
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 use crate::exit::{ExitReason, ExitSignal};
 
 /// First i8042 port (data); the command/status port is 0x64.
@@ -47,15 +47,15 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         match (data, u8::try_from(offset)) {
             ([byte], Ok(offset)) => *byte = self.device.read(offset),
             (data, _) => data.fill(0xff),
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if let ([value], Ok(offset)) = (data, u8::try_from(offset)) {
             // The trigger cannot fail.
             let _ = self.device.write(offset, *value);

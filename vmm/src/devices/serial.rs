@@ -9,7 +9,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::bus::PioDevice;
+use super::bus::BusDevice;
 
 /// COM1 base port.
 pub const COM1_PORT: u16 = 0x3f8;
@@ -106,8 +106,8 @@ impl<W: Write + Send> SerialConsole<W> {
     }
 }
 
-impl<W: Write + Send> PioDevice for SerialConsole<W> {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl<W: Write + Send> BusDevice for SerialConsole<W> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         // The UART has byte-wide registers; wider reads get all-ones.
         match (data, u8::try_from(offset)) {
             ([byte], Ok(offset)) => *byte = self.uart.read(offset),
@@ -115,7 +115,7 @@ impl<W: Write + Send> PioDevice for SerialConsole<W> {
         }
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if let ([value], Ok(offset)) = (data, u8::try_from(offset)) {
             if self.uart.write(offset, *value).is_err() {
                 self.errors += 1;
@@ -128,13 +128,13 @@ impl<W: Write + Send> PioDevice for SerialConsole<W> {
 mod tests {
     use super::*;
 
-    const THR: u16 = 0;
-    const IER: u16 = 1;
-    const LSR: u16 = 5;
+    const THR: u64 = 0;
+    const IER: u64 = 1;
+    const LSR: u64 = 5;
     const IER_RDA: u8 = 0x01;
     const IER_THRE: u8 = 0x02;
 
-    fn read(console: &mut SerialConsole<Vec<u8>>, offset: u16) -> u8 {
+    fn read(console: &mut SerialConsole<Vec<u8>>, offset: u64) -> u8 {
         let mut b = [0u8];
         console.read(offset, &mut b);
         b[0]
