@@ -50,6 +50,12 @@ pub fn stop_on_signals(pod: Arc<Pod>) {
 }
 
 fn mount_fs(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) {
+    // Already there (cradle-init started by another init, or a kernel that
+    // mounts devtmpfs itself): leave it.
+    let mounted = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounted.lines().any(|l| l.split(' ').nth(1) == Some(target)) {
+        return;
+    }
     let _ = std::fs::create_dir_all(target);
     if let Err(e) = mount(Some(src), target, Some(fstype), flags, data) {
         if e != nix::errno::Errno::EBUSY {
@@ -133,10 +139,18 @@ fn load_modules(modules: &[PathBuf]) {
     }
 }
 
-/// Runs PID-1 mode; never returns (powers the machine off).
+/// Runs PID-1 mode; never returns (powers the machine off). Started by
+/// another init (not PID 1) it does the same but leaves the other
+/// processes, the mounts and the power to that init, and exits with the
+/// pod's status.
 pub fn run(config: Option<PathBuf>) -> ! {
     mount_basics();
-    console();
+    if std::process::id() == 1 {
+        console();
+    } else {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
     logging();
     let path = config_path(config);
     match PodConfig::load(&path) {
@@ -366,6 +380,10 @@ impl Sources for VmSources {
 fn shutdown(control: ControlPort, status: i32) -> ! {
     eprintln!("cradle-init: pod exited with status {status}");
     control.report(Milestone::Exit(status.clamp(0, 255) as u8));
+    if std::process::id() != 1 {
+        nix::unistd::sync();
+        std::process::exit(status)
+    }
     // SAFETY: signalling every process but ourselves (kill(-1) skips PID 1).
     unsafe { libc::kill(-1, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(500));
@@ -380,8 +398,9 @@ fn shutdown(control: ControlPort, status: i32) -> ! {
         }
     }
     nix::unistd::sync();
-    if std::process::id() == 1 {
-        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only reached if the kernel refused: PID 1 must not exit (panic).
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
-    std::process::exit(status)
 }
