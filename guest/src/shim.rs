@@ -125,6 +125,7 @@ fn read_spec<T: for<'de> Deserialize<'de>>() -> T {
 /// Entry point of `cradle-init __shim`.
 pub fn container_main() -> ! {
     let spec: ContainerSpec = read_spec();
+    set_name();
     if let Err(e) = enter_container(&spec) {
         fail(format!("container setup: {e}"), 1)
     }
@@ -151,6 +152,7 @@ pub fn container_main() -> ! {
 /// Entry point of `cradle-init __exec`.
 pub fn exec_main() -> ! {
     let spec: ExecSpec = read_spec();
+    set_name();
     let kinds = [
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),
@@ -303,6 +305,12 @@ fn mount_dev(root: &Path) -> nix::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Names this process `cradle-init` (it was exec'd as /proc/self/exe, so
+/// `ps` and `/proc/1/comm` in the container would say `exe`).
+fn set_name() {
+    let _ = nix::sys::prctl::set_name(c"cradle-init");
 }
 
 fn block_signals() {

@@ -77,6 +77,8 @@ lsmod | grep -q '^overlay' && echo overlay-preloaded
 /usr/bin/cradle-init init --config /cradle/config.json
 echo "pod-status=$?"
 lsmod | grep -q '^overlay' && echo overlay-loaded
+grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && echo cgroup2-mounted
+grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue-mounted
 ip addr show eth0
 "#;
 
@@ -102,8 +104,11 @@ fn qemu_cradle_init_serves_docker_exec_and_logs() {
         if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("web") {
             break;
         }
+        if vm.is_finished() {
+            panic!("guest ended early: {:?}", vm.join().unwrap());
+        }
         assert!(
-            Instant::now() < deadline && !vm.is_finished(),
+            Instant::now() < deadline,
             "vdocker never answered: {}",
             out(&o)
         );
@@ -169,4 +174,88 @@ fn qemu_cradle_init_serves_docker_exec_and_logs() {
         run.console
     );
     assert!(run.console.contains("[web] bye"), "{}", run.console);
+}
+
+const PID1_CONFIG: &str = r#"{"version":1,"id":"pid1pod","hostname":"pid1pod",
+  "network":{"interfaces":[{"name":"eth0","addresses":["169.254.100.15/24"]}],
+    "gateway":"169.254.100.2"},
+  "modules":["/lib/modules/virtio_ring.ko","/lib/modules/virtio.ko",
+    "/lib/modules/virtio_pci_modern_dev.ko","/lib/modules/virtio_pci_legacy_dev.ko",
+    "/lib/modules/virtio_pci.ko","/lib/modules/failover.ko","/lib/modules/net_failover.ko",
+    "/lib/modules/virtio_net.ko","/cradle/overlay.ko"],
+  "shutdown_grace_secs":3,
+  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"dir":"/img"}},
+    "process":{"cmd":["/bin/busybox","sh","-c","echo pid1 container up; trap 'echo bye; exit 4' TERM; while :; do sleep 0.2; done"]}}]}"#;
+
+/// cradle-init as the kernel's init (`rdinit=`), no test bed script: it
+/// mounts the basic filesystems itself, loads the virtio-net driver stack
+/// (the test bed puts the modules in the initramfs for `user_net`, and
+/// only its own init would load them), and powers the machine off when the
+/// pod ends. The test bed reports a guest that powered off without its
+/// markers as `GuestDied`, with the console, which is what is checked.
+#[test]
+fn qemu_pid1_cradle_init_runs_the_pod_and_powers_off() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, PID1_CONFIG).unwrap();
+    std::fs::write(dir.path().join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(dir.path().join("group"), "root:x:0:\n").unwrap();
+    let guest = QemuGuest::new()
+        .memory_mib(512)
+        .cmdline("rdinit=/usr/bin/cradle-init")
+        .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
+        .file(&cfg, "/cradle/config.json")
+        .file(overlay_module(), "/cradle/overlay.ko")
+        .file("/bin/busybox", "/img/bin/busybox")
+        .file(dir.path().join("passwd"), "/img/etc/passwd")
+        .file(dir.path().join("group"), "/img/etc/group")
+        .user_net("169.254.100.0/24", &[(port, 1)])
+        .timeout(Duration::from_secs(240));
+    let vm = std::thread::spawn(move || guest.run("true"));
+    let deadline = Instant::now() + Duration::from_secs(200);
+    loop {
+        let o = docker(port, &["ps", "--format", "{{.Names}}"], None);
+        if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("web") {
+            break;
+        }
+        if vm.is_finished() {
+            panic!("guest ended early: {:?}", vm.join().unwrap());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vdocker never answered: {}",
+            out(&o)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let exec = docker(
+        port,
+        &[
+            "exec",
+            "web",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "cat /proc/1/comm; hostname",
+        ],
+        None,
+    );
+    assert!(exec.status.success(), "{}", out(&exec));
+    let text = String::from_utf8_lossy(&exec.stdout).into_owned();
+    assert!(text.starts_with("cradle-init\npid1pod\n"), "{text}");
+    let logs = docker(port, &["logs", "web"], None);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "pid1 container up\n");
+    let kill = docker(port, &["kill", "-s", "TERM", "web"], None);
+    assert!(kill.status.success(), "{}", out(&kill));
+    let console = match vm.join().unwrap() {
+        Err(cradle_testbed::TestbedError::GuestDied { console, .. }) => console,
+        other => panic!("expected a power-off without test bed markers, got {other:?}"),
+    };
+    assert!(console.contains("[web] bye"), "{console}");
+    assert!(
+        console.contains("cradle-init: pod exited with status 4"),
+        "{console}"
+    );
+    assert!(console.contains("reboot: Power down"), "{console}");
 }
