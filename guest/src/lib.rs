@@ -12,8 +12,9 @@
 //!
 //! The same runtime also runs on an ordinary host (`cradle-init host`), which
 //! is how the docker CLI is tested against vdocker without booting a VM.
-//! The user documentation, including the config reference, is
-//! `docs/guest.md`.
+//! The user documentation follows (it is also `docs/guest.md`).
+//!
+#![doc = include_str!("../../docs/guest.md")]
 #![deny(missing_docs)]
 #![recursion_limit = "256"]
 

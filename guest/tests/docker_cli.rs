@@ -230,3 +230,30 @@ fn unknown_endpoint_gives_a_docker_error() {
     let v = ok(p.docker(&["version", "--format", "{{.Server.APIVersion}}"]));
     assert_eq!(v.trim(), "1.43");
 }
+
+#[test]
+fn attach_to_a_tty_container_under_a_pseudo_terminal_with_resize() {
+    let p = HostPod::start(
+        r#"{"version":1,"id":"tty","containers":[
+        {"name":"tb","image":{"rootfs":{"dir":"ROOTFS"}},
+         "process":{"cmd":["sh","-c","read l; stty size; echo got:$l; exit 6"],"tty":true,"open_stdin":true}},
+        {"name":"keeper","image":{"rootfs":{"dir":"ROOTFS"}},"process":{"cmd":["sleep","600"]}}]}"#,
+    );
+    // script gives docker a terminal of 33x99, which attach sends as a
+    // resize; the typed line arrives through the container's pty.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "(sleep 1; printf 'hello\\r'; sleep 3) | timeout 30 script -qec 'stty rows 33 cols 99; {}' /dev/null",
+        p.docker_cmdline("attach tb")
+    ));
+    let out = common::run(cmd, None);
+    let t = text(&out).replace('\r', "");
+    assert!(t.contains("33 99\ngot:hello\n"), "{t:?} {}", err_text(&out));
+    assert_eq!(out.status.code(), Some(6), "{t:?}");
+    assert_eq!(
+        ok(p.docker(&["inspect", "-f", "{{.Config.Tty}}", "tb"])).trim(),
+        "true"
+    );
+    // The raw (unframed) log of a tty container.
+    assert!(ok(p.docker(&["logs", "tb"])).contains("got:hello"));
+}

@@ -131,3 +131,40 @@ fn bad_config_exits_2_with_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn volumes_overlay_upper_on_a_volume_and_plain_dir_roots() {
+    let mut p = HostPod::start(
+        r#"{"version":1,"id":"vol","shutdown_grace_secs":2,
+        "volumes":[
+          {"name":"shared","source":{"dir":{"path":"SHARED"}},"mount_point":"/shared"},
+          {"name":"ro","source":{"dir":{"path":"SHARED"}},"mount_point":"/ro","read_only":true},
+          {"name":"scratch","source":"tmpfs","mount_point":"/scratch"},
+          {"name":"up","source":"tmpfs"}],
+        "containers":[
+          {"name":"a","image":{"rootfs":{"dir":"ROOTFS"},"upper_volume":"up"},
+           "process":{"cmd":["sh","-c","echo from-a > /shared/a.txt; (echo x > /ro/x) 2>/dev/null || echo ro-refused; echo s > /scratch/s && echo scratch=$(cat /scratch/s); echo layer > /in-upper; grep ' / ' /proc/mounts | cut -d' ' -f3; ls /scratch /ro"]}},
+          {"name":"b","critical":true,"image":{"rootfs":{"dir":"ROOTFS"},"overlay":false},
+           "process":{"cmd":["sh","-c","sleep 0.5; echo plain > /written-by-b; cat /shared/a.txt"]}}]}"#,
+    );
+    assert_eq!(p.wait(Duration::from_secs(30)), 0, "{}", p.console());
+    let c = p.console();
+    assert!(c.contains("[a] ro-refused"), "{c}");
+    assert!(c.contains("[a] scratch=s"), "{c}");
+    assert!(c.contains("[a] overlay"), "{c}");
+    assert!(c.contains("[b] from-a"), "{c}");
+    let shared = p.dir.path().join("shared");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("a.txt")).unwrap(),
+        "from-a\n"
+    );
+    assert!(!shared.join("x").exists());
+    // Without overlay the container wrote into the image directory itself;
+    // with it, the image stayed untouched.
+    let root = p.dir.path().join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(root.join("written-by-b")).unwrap(),
+        "plain\n"
+    );
+    assert!(!root.join("in-upper").exists());
+}

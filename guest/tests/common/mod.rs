@@ -50,13 +50,17 @@ pub struct HostPod {
 }
 
 impl HostPod {
-    /// Writes `config` (with `ROOTFS` replaced by a fresh busybox rootfs)
-    /// and starts cradle-init on it.
+    /// Writes `config` (with `ROOTFS` replaced by a fresh busybox rootfs and
+    /// `SHARED` by an empty directory) and starts cradle-init on it.
     pub fn start(config: &str) -> HostPod {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let root = busybox_rootfs(dir.path());
-        let config = config.replace("ROOTFS", root.to_str().unwrap());
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let config = config
+            .replace("ROOTFS", root.to_str().unwrap())
+            .replace("SHARED", shared.to_str().unwrap());
         let cfg = dir.path().join("pod.json");
         std::fs::write(&cfg, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cradle-init"))
