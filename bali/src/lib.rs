@@ -5,6 +5,13 @@
 //! tests and the fuzz target reach the same code.
 #![deny(missing_docs)]
 
+pub mod build;
+pub mod copy;
+pub mod dockerfile;
+pub mod ignore;
 pub mod key;
 pub mod output;
+pub mod pack;
+pub mod sandbox;
 pub mod sign;
+pub mod users;

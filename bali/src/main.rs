@@ -26,6 +26,24 @@ enum Cmd {
         #[arg(long)]
         new: bool,
     },
+    /// Build a Dockerfile into a signed image.
+    Build {
+        /// The image to write (`.tar.gz`).
+        out: PathBuf,
+        /// The Dockerfile (default: CONTEXT/Dockerfile).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// Build-time variable for ARG.
+        #[arg(long = "build-arg", value_name = "K=V")]
+        build_args: Vec<String>,
+        /// Key id that `FROM bali:PATH` bases must be signed with
+        /// (default: the local key).
+        #[arg(long)]
+        from_key: Option<String>,
+        /// The build context directory.
+        #[arg(default_value = ".")]
+        context: PathBuf,
+    },
     /// Sign an existing uncompressed tar into a bali image.
     Sign {
         /// The tar file (`-` for stdin).
@@ -76,6 +94,51 @@ fn run(cli: Cli) -> Result<()> {
                 key::load_or_create(&path)?
             };
             println!("{}", key::key_id(&k.verifying_key()));
+            Ok(())
+        }
+        Cmd::Build {
+            out,
+            file,
+            build_args,
+            from_key,
+            context,
+        } => {
+            let key = key::load_or_create(&key::key_path()?)?;
+            let from_key = match from_key {
+                Some(id) => key::parse_key_id(&id).context("--from-key")?,
+                None => key.verifying_key(),
+            };
+            let mut args = std::collections::BTreeMap::new();
+            for a in build_args {
+                match a.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => args.insert(k.to_string(), v.to_string()),
+                    _ => anyhow::bail!("--build-arg {a:?}: expected K=V"),
+                };
+            }
+            if !context.is_dir() {
+                anyhow::bail!("{}: build context is not a directory", context.display());
+            }
+            let file = file.unwrap_or_else(|| context.join("Dockerfile"));
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+            let opts = bali::build::BuildOptions {
+                dockerfile: text,
+                context: context.clone(),
+                build_args: args,
+                key: key.clone(),
+                from_key,
+                work_dir: bali::build::work_dir_for(&out),
+            };
+            let (tmp, config) = bali::build::build(&opts)?;
+            bali::output::write_atomically(&out, |w| {
+                bali::pack::write_image(&tmp.path().join("rootfs"), &config, w, &key)?;
+                Ok(())
+            })?;
+            eprintln!(
+                "bali: wrote {} signed by {}",
+                out.display(),
+                key::key_id(&key.verifying_key())
+            );
             Ok(())
         }
         Cmd::Sign { tar, out } => {

@@ -32,6 +32,9 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 pub struct UnpackOptions {
     /// Set each entry's uid/gid from the archive (needs root).
     pub preserve_owner: bool,
+    /// Interpret `.wh.` entries as whiteouts (image layers) rather than as
+    /// plain files (flat archives such as `ADD` sources).
+    pub whiteouts: bool,
 }
 
 impl Default for UnpackOptions {
@@ -40,6 +43,7 @@ impl Default for UnpackOptions {
         UnpackOptions {
             // SAFETY: geteuid has no preconditions and cannot fail.
             preserve_owner: unsafe { libc::geteuid() } == 0,
+            whiteouts: true,
         }
     }
 }
@@ -250,7 +254,7 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
         let parent_rel = resolve_in_root(root, parents, true)?;
         let parent = root.join(&parent_rel);
         let name_b = name.as_bytes();
-        if name_b == OPAQUE {
+        if opts.whiteouts && name_b == OPAQUE {
             stats.whiteouts += 1;
             let rd = fs::read_dir(&parent).map_err(|e| ImageError::io(&parent, e))?;
             for child in rd {
@@ -261,7 +265,7 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
             }
             continue;
         }
-        if let Some(hidden) = name_b.strip_prefix(WHITEOUT) {
+        if let Some(hidden) = name_b.strip_prefix(WHITEOUT).filter(|_| opts.whiteouts) {
             stats.whiteouts += 1;
             if !hidden.starts_with(WHITEOUT) && !hidden.is_empty() {
                 remove_any(&parent.join(OsStr::from_bytes(hidden)))?;
@@ -407,6 +411,7 @@ mod tests {
     fn opts() -> UnpackOptions {
         UnpackOptions {
             preserve_owner: false,
+            whiteouts: true,
         }
     }
 

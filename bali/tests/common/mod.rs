@@ -58,3 +58,72 @@ pub fn small_tar(dir: &Path) -> PathBuf {
     std::fs::write(&p, b.into_inner().unwrap()).unwrap();
     p
 }
+
+/// A busybox-static rootfs layer with an `app` user (uid 1000).
+pub fn busybox_layer() -> Vec<u8> {
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static installed");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut put = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        match link {
+            Some(t) => b.append_link(&mut h, path, t).unwrap(),
+            None => {
+                h.set_cksum();
+                b.append_data(&mut h, path, data).unwrap()
+            }
+        }
+    };
+    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+    for d in ["bin/", "etc/", "home/", "srv/", "usr/", "usr/bin/"] {
+        put(d, D, 0o755, b"", None);
+    }
+    put("tmp/", D, 0o1777, b"", None);
+    put("bin/busybox", F, 0o755, &bb, None);
+    put("bin/sh", L, 0o777, b"", Some("busybox"));
+    put(
+        "etc/passwd",
+        F,
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        None,
+    );
+    put("etc/group", F, 0o644, b"root:x:0:\napp:x:1000:\n", None);
+    b.into_inner().unwrap()
+}
+
+/// Writes the busybox base as a docker-archive at `path`.
+pub fn busybox_docker_archive(path: &Path) {
+    let cfg = cradle_image::ImageConfig {
+        env: vec!["PATH=/bin".into(), "BASE_VAR=base".into()],
+        cmd: Some(vec!["/bin/sh".into()]),
+        ..Default::default()
+    };
+    cradle_image::write::write_docker_archive(path, &cfg, &[busybox_layer()], "busybox:test")
+        .unwrap();
+}
+
+/// Reads every entry of a .tar.gz image: path → (uid, gid, mode, data).
+pub fn read_image(path: &Path) -> std::collections::BTreeMap<String, (u64, u64, u32, Vec<u8>)> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut out = std::collections::BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let h = e.header().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(
+            p,
+            (h.uid().unwrap(), h.gid().unwrap(), h.mode().unwrap(), data),
+        );
+    }
+    out
+}
