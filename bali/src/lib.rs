@@ -6,12 +6,14 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod cgroup;
 pub mod copy;
 pub mod dockerfile;
 pub mod ignore;
 pub mod key;
 pub mod output;
 pub mod pack;
+pub mod run;
 pub mod sandbox;
 pub mod sign;
 pub mod users;

@@ -44,6 +44,33 @@ enum Cmd {
         #[arg(default_value = ".")]
         context: PathBuf,
     },
+    /// Verify and unpack an image into a private tmpfs root, then exec its
+    /// command in place of bali.
+    Run {
+        /// Image path, file://, http:// or https:// URL.
+        pkg: String,
+        /// Key id the image must be signed with (default: the local key).
+        #[arg(long)]
+        key: Option<String>,
+        /// Set K=V, or pass K from bali's environment.
+        #[arg(short = 'e', long = "env", value_name = "K[=V]")]
+        env: Vec<String>,
+        /// Bind HOST at GUEST (read-only with :ro).
+        #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]")]
+        volumes: Vec<String>,
+        /// Memory limit (cgroup v2 memory.max of bali's cgroup).
+        #[arg(short = 'm', long = "memory", value_name = "SIZE")]
+        memory: Option<String>,
+        /// Working directory (default: the image's).
+        #[arg(long)]
+        workdir: Option<String>,
+        /// User[:group] (default: the image's).
+        #[arg(long)]
+        user: Option<String>,
+        /// Command replacing the image's CMD (after --).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Sign an existing uncompressed tar into a bali image.
     Sign {
         /// The tar file (`-` for stdin).
@@ -140,6 +167,37 @@ fn run(cli: Cli) -> Result<()> {
                 key::key_id(&key.verifying_key())
             );
             Ok(())
+        }
+        Cmd::Run {
+            pkg,
+            key: id,
+            env,
+            volumes,
+            memory,
+            workdir,
+            user,
+            command,
+        } => {
+            let key = verifying_key(id.as_deref())?;
+            let memory = memory
+                .map(|m| bali::cgroup::parse_size(&m))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let volumes = volumes
+                .iter()
+                .map(|v| bali::run::Volume::parse(v))
+                .collect::<Result<Vec<_>, _>>()?;
+            let opts = bali::run::RunOptions {
+                pkg,
+                key,
+                env,
+                volumes,
+                memory,
+                workdir,
+                user,
+                command,
+            };
+            match bali::run::run(opts)? {}
         }
         Cmd::Sign { tar, out } => {
             let k = key::load(&key::key_path()?)?;

@@ -172,6 +172,10 @@ impl<R: Read> VerifyingReader<R> {
         if tap.seen < 2 {
             return SignError::NotGzip;
         }
+        let msg = e.to_string();
+        if msg.contains("gzip") || msg.contains("deflate") {
+            return SignError::Corrupt(e);
+        }
         match e.kind() {
             io::ErrorKind::InvalidData
             | io::ErrorKind::InvalidInput
@@ -183,7 +187,9 @@ impl<R: Read> VerifyingReader<R> {
     /// Reads the rest of the stream, then checks trailer, header and
     /// signature. `Ok` means every tar byte handed out was signed by `key`.
     pub fn finish(mut self, key: &VerifyingKey) -> Result<u64, SignError> {
-        io::copy(&mut self, &mut io::sink()).map_err(SignError::Io)?;
+        if let Err(e) = io::copy(&mut self, &mut io::sink()) {
+            return Err(self.error.take().unwrap_or(SignError::Io(e)));
+        }
         if let Some(e) = self.error.take() {
             return Err(e);
         }

@@ -127,3 +127,55 @@ pub fn read_image(path: &Path) -> std::collections::BTreeMap<String, (u64, u64, 
     }
     out
 }
+
+/// Busybox applets the run tests use, as symlinks in /bin.
+const APPLETS: &[&str] = &[
+    "echo", "id", "pwd", "cat", "sleep", "ls", "test", "env", "touch", "grep", "stat", "true",
+];
+
+/// A signed runnable image: the busybox rootfs plus applet links and a
+/// config (`ENTRYPOINT ["/bin/sh","-c"]`, `CMD ["echo default"]`,
+/// `IMGVAR=img`, workdir `/srv`). Returns its path.
+pub fn runnable_image(keydir: &Path, dir: &Path) -> PathBuf {
+    let mut bytes = busybox_layer();
+    // Drop the end-of-archive blocks so more entries can follow.
+    bytes.truncate(bytes.len() - 1024);
+    let mut b = tar::Builder::new(bytes);
+    for a in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_cksum();
+    b.append_data(&mut h, "srv/", &b""[..]).unwrap();
+    let cfg = cradle_image::ImageConfig {
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec!["echo default".into()]),
+        env: vec!["PATH=/bin".into(), "IMGVAR=img".into()],
+        working_dir: "/srv".into(),
+        ..Default::default()
+    };
+    let json = cfg.to_json();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(json.len() as u64);
+    h.set_cksum();
+    b.append_data(&mut h, ".bali/config.json", &json[..])
+        .unwrap();
+    let tar_path = dir.join("run.tar");
+    std::fs::write(&tar_path, b.into_inner().unwrap()).unwrap();
+    let img = dir.join("run.tar.gz");
+    key_id(keydir);
+    let mut c = bali(keydir);
+    c.arg("sign").arg(&tar_path).arg(&img);
+    assert!(run(c).status.success());
+    std::fs::remove_file(tar_path).unwrap();
+    img
+}
