@@ -12,7 +12,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use crate::copy::{copy_sources, CopyOptions};
 use crate::dockerfile::{self, key_values, words, Command, Instruction, Step};
 use crate::ignore::Ignore;
-use crate::sandbox::{host_path, run_in_root};
+use crate::sandbox::{host_dir, run_in_root};
 use crate::users;
 
 /// Everything `bali build` needs.
@@ -153,7 +153,7 @@ impl Builder<'_> {
                 } else {
                     format!("{}/{w}", self.workdir().trim_end_matches('/'))
                 };
-                host_path(&self.root, &abs, true).map_err(|e| e.to_string())?;
+                host_dir(&self.root, &abs).map_err(|e| e.to_string())?;
                 self.config.working_dir = abs;
                 Ok(())
             }

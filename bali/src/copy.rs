@@ -57,6 +57,9 @@ fn guest_dir(o: &CopyOptions, guest: &str) -> Result<PathBuf, String> {
     let existed = resolve_in_root(o.root, &parts, false).is_ok();
     let rel = resolve_in_root(o.root, &parts, true).map_err(|e| e.to_string())?;
     let p = o.root.join(rel);
+    if !p.is_dir() {
+        return Err(format!("{guest}: not a directory in the image"));
+    }
     if !existed {
         if let Some((u, g)) = o.owner {
             lchown(&p, u, g)?;

@@ -22,7 +22,7 @@ use cradle_image::ImageConfig;
 use ed25519_dalek::VerifyingKey;
 
 use crate::cgroup;
-use crate::sandbox::{host_path, which};
+use crate::sandbox::{host_dir, which};
 use crate::users;
 
 /// The staging mount point in the new namespace (shadowed there only).
@@ -247,12 +247,12 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
 fn volume_target(root: &Path, guest: &str, is_dir: bool) -> Result<PathBuf, RunError> {
     let err = |e: crate::sandbox::SandboxError| RunError::Exec(e.to_string());
     if is_dir {
-        return host_path(root, guest, true).map_err(err);
+        return host_dir(root, guest).map_err(err);
     }
     let (parent, name) = guest
         .rsplit_once('/')
         .ok_or_else(|| RunError::Usage(format!("-v: bad guest path {guest}")))?;
-    let dir = host_path(root, if parent.is_empty() { "/" } else { parent }, true).map_err(err)?;
+    let dir = host_dir(root, if parent.is_empty() { "/" } else { parent }).map_err(err)?;
     let target = dir.join(name);
     if fs::symlink_metadata(&target).is_err() {
         fs::write(&target, b"").map_err(setup("volume mount point"))?;
@@ -263,7 +263,7 @@ fn volume_target(root: &Path, guest: &str, is_dir: bool) -> Result<PathBuf, RunE
 /// `/proc`, `/sys`, a minimal `/dev`, `/run`, `/tmp` and the host's
 /// resolver files inside the new root.
 fn mount_system(root: &Path) -> Result<(), RunError> {
-    let dir = |g: &str| host_path(root, g, true).map_err(|e| RunError::Exec(e.to_string()));
+    let dir = |g: &str| host_dir(root, g).map_err(|e| RunError::Exec(e.to_string()));
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", &dir("/proc")?, Some("proc"), nosuid, None)?;
     mount(
@@ -429,7 +429,7 @@ impl Plan {
                 "--workdir {workdir:?} must be absolute"
             )));
         }
-        host_path(root, &workdir, true).map_err(|e| RunError::Exec(e.to_string()))?;
+        host_dir(root, &workdir).map_err(|e| RunError::Exec(e.to_string()))?;
         let path = cfg.env_get("PATH").unwrap_or(DEFAULT_PATH).to_string();
         let exe = which(root, &argv[0], &path).map_err(|e| RunError::Exec(e.to_string()))?;
         Ok(Plan {

@@ -43,6 +43,18 @@ pub fn host_path(root: &Path, guest: &str, create: bool) -> Result<PathBuf, Sand
     Ok(root.join(resolve_in_root(root, &parts, create).map_err(prep)?))
 }
 
+/// Like [`host_path`] but the result must be a directory.
+pub fn host_dir(root: &Path, guest: &str) -> Result<PathBuf, SandboxError> {
+    let p = host_path(root, guest, true)?;
+    if !p.is_dir() {
+        return Err(SandboxError::Prepare(
+            guest.to_string(),
+            "not a directory in the image".into(),
+        ));
+    }
+    Ok(p)
+}
+
 /// Finds `prog` in `path` (a `PATH` value) inside the image; returns the
 /// absolute in-image path to exec after `chroot`.
 pub fn which(root: &Path, prog: &str, path: &str) -> Result<String, SandboxError> {
@@ -135,19 +147,14 @@ pub fn run_in_root(
         Ok::<_, SandboxError>(())
     };
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    add(
-        "proc",
-        host_path(root, "/proc", true)?,
-        Some("proc"),
-        nosuid,
-    )?;
-    let dev = host_path(root, "/dev", true)?;
+    add("proc", host_dir(root, "/proc")?, Some("proc"), nosuid)?;
+    let dev = host_dir(root, "/dev")?;
     add("/dev", dev, None, libc::MS_BIND | libc::MS_REC)?;
-    let sys = host_path(root, "/sys", true)?;
+    let sys = host_dir(root, "/sys")?;
     add("sysfs", sys, Some("sysfs"), nosuid | libc::MS_RDONLY)?;
     // The host's resolver config, over a regular file (made if missing;
     // an image symlink there is left alone rather than followed).
-    let resolv = host_path(root, "/etc", true)?.join("resolv.conf");
+    let resolv = host_dir(root, "/etc")?.join("resolv.conf");
     let mut made_resolv = false;
     if Path::new("/etc/resolv.conf").exists() {
         match std::fs::symlink_metadata(&resolv) {
@@ -175,7 +182,7 @@ pub fn run_in_root(
         }
     }
     let croot = cpath(root)?;
-    host_path(root, workdir, true)?;
+    host_dir(root, workdir)?;
     let cwd = CString::new(if workdir.is_empty() { "/" } else { workdir })
         .map_err(|_| SandboxError::Prepare(workdir.into(), "NUL".into()))?;
     let slash = CString::new("/").unwrap_or_default();

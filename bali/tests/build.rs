@@ -15,6 +15,7 @@ ENV APP_HOME=/srv/app \
     MODE="two words"
 WORKDIR $APP_HOME
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
+RUN ["touch", "/exec-form-by-name"]
 RUN echo "$GREETING from run" > run.txt && id -u > uid.txt && pwd > pwd.txt
 COPY hello.txt ./
 COPY --chown=app:app dir /srv/app/dir/
@@ -106,6 +107,7 @@ fn every_instruction_from_docker_archive() {
         "multi/b.md",
         "bin/busybox",
         "bin/ls",
+        "exec-form-by-name",
     ] {
         assert!(
             list.lines().any(|l| l == want),
@@ -164,7 +166,8 @@ fn every_instruction_from_docker_archive() {
     fs::rename(&out, ctx.path().join("app.tar.gz")).unwrap();
     fs::write(
         ctx.path().join("Dockerfile2"),
-        "FROM bali:app.tar.gz\nUSER root\nRUN cat /srv/app/run.txt > /from-bali.txt\nUSER app\n",
+        "FROM bali:app.tar.gz\nUSER root\nRUN cat /srv/app/run.txt > /from-bali.txt\nUSER app\n\
+         ENTRYPOINT []\nCMD [\"cat\", \"/from-bali.txt\"]\n",
     )
     .unwrap();
     let out2 = outdir.path().join("two.tar.gz");
@@ -175,6 +178,12 @@ fn every_instruction_from_docker_archive() {
     assert_eq!(img["from-bali.txt"].3, b"hello from run\n");
     let cfg: serde_json::Value = serde_json::from_slice(&img[".bali/config.json"].3).unwrap();
     assert_eq!(cfg["user"], "app");
+    // It runs: CMD by name through PATH, as the image's user.
+    let mut r = bali(keys.path());
+    r.arg("run").arg(&out2);
+    let o = run(r);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, b"hello from run\n");
 
     // A base signed by another key is refused.
     let other = tempfile::tempdir().unwrap();

@@ -136,8 +136,18 @@ fn env_workdir_user_and_volumes() {
     assert!(!ro.path().join("x").exists());
 }
 
-fn mounts() -> String {
-    fs::read_to_string("/proc/self/mountinfo").unwrap()
+/// Host mounts bali could have leaked: under /tmp, or its tmpfs ("bali").
+/// (Other mounts on a shared machine come and go.)
+fn mounts() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.get(4).is_some_and(|m| m.starts_with("/tmp")) || l.contains(" - tmpfs bali ")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 fn tmp_entries() -> Vec<String> {

@@ -141,6 +141,8 @@ pub fn resolve_in_root(root: &Path, parts: &[OsString], create: bool) -> Result<
                 }
             }
             Ok(m) if m.is_dir() => cur.push(part),
+            // A file may only be the last component.
+            Ok(_) if queue.is_empty() => cur.push(part),
             Ok(_) => return Err(ImageError::NotADirectory(shown())),
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                 fs::DirBuilder::new()
@@ -495,6 +497,26 @@ mod tests {
             .exists());
         assert!(root.join("pwned2").exists());
         assert!(root.join("usr/inlib").exists());
+        // Resolution follows links to the final file, inside the root.
+        let l = layer(&[
+            ("bin/", D, ""),
+            ("bin/bb", F, "x"),
+            ("bin/sh", L, "/bin/bb"),
+            ("bin/ls", L, "bb"),
+        ]);
+        apply_layer(root, &l[..], &opts()).unwrap();
+        for p in ["bin/sh", "bin/ls", "bin/bb"] {
+            let parts = clean_path(p.as_bytes()).unwrap();
+            assert_eq!(
+                resolve_in_root(root, &parts, false).unwrap(),
+                Path::new("bin/bb")
+            );
+        }
+        let parts = clean_path(b"bin/bb/x").unwrap();
+        assert!(matches!(
+            resolve_in_root(root, &parts, false),
+            Err(ImageError::NotADirectory(_))
+        ));
         // A symlink loop is an error, not a hang.
         let l = layer(&[("loop", L, "loop"), ("loop/x", F, "x")]);
         assert!(matches!(
