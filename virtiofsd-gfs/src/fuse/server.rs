@@ -517,6 +517,10 @@ impl<F: FileSystem> Server<F> {
                 capable |= u64::from(u32::from_le_bytes(w)) << 32;
             }
         }
+        if self.initialized.swap(false, Ordering::AcqRel) {
+            // A rebooted guest starts a new session without DESTROY.
+            self.fs.destroy();
+        }
         let ours = abi::init::ASYNC_READ
             | abi::init::BIG_WRITES
             | abi::init::ATOMIC_O_TRUNC

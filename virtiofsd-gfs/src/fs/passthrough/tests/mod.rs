@@ -362,6 +362,11 @@ fn forget_drops_inodes() {
     // The root is never forgotten.
     c.forget(1, u64::MAX);
     assert!(c.getattr(1).is_ok());
+    // A new INIT (guest rebooted without DESTROY) starts from scratch.
+    c.lookup(1, b"f").unwrap();
+    assert_eq!(s.fs().inode_count(), 2);
+    c.init(37, 0).unwrap();
+    assert_eq!(s.fs().inode_count(), 1);
 }
 
 #[test]
