@@ -318,3 +318,19 @@ impl VhostUserBackend for FsBackend {
         Ok(())
     }
 }
+
+impl cradle_devices::daemon::DaemonBackend for FsBackend {
+    fn detach(&self) {
+        if !self.wait_idle(None, STOP_TIMEOUT) {
+            tracing::warn!("pool requests still in flight after disconnect");
+        }
+        let c = &self.inner.server.counters;
+        tracing::info!(
+            requests = c.requests.load(Ordering::Relaxed),
+            errors = c.errors.load(Ordering::Relaxed),
+            malformed = c.malformed.load(Ordering::Relaxed),
+            unsupported = c.unsupported.load(Ordering::Relaxed),
+            "connection closed"
+        );
+    }
+}

@@ -9,6 +9,32 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod queue;
+
+use std::sync::Arc;
+
+use cradle_devices::daemon::{self, DaemonError};
+use vhost::vhost_user::Listener;
+
+use crate::backend::{DeviceConfig, FsBackend};
+use crate::fs::passthrough::PassthroughFs;
+use crate::fuse::Server;
+
+/// Serves `server` on `listener`, one frontend after the other, forever.
+pub fn serve(
+    server: Arc<Server<PassthroughFs>>,
+    dev: DeviceConfig,
+    listener: &mut Listener,
+) -> Result<(), DaemonError> {
+    daemon::serve("virtiofsd-gfs", listener, |mem| {
+        FsBackend::new(server.clone(), dev.clone(), mem)
+    })
+}
+
+/// `--print-capabilities` output.
+pub fn print_capabilities() {
+    daemon::print_capabilities("fs", &[]);
+}

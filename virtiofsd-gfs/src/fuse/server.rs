@@ -28,6 +28,17 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Unknown or unsupported opcodes.
     pub unsupported: AtomicU64,
+    /// Requests being handled right now (SIGTERM waits for 0).
+    pub in_flight: AtomicU64,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Server policy that applies to any backend.
@@ -211,6 +222,19 @@ impl<F: FileSystem> Server<F> {
         }
     }
 
+    /// Waits until no request is being handled (or `timeout` passed);
+    /// returns whether the server went idle.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        while self.counters.in_flight.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
     /// The filesystem.
     pub fn fs(&self) -> &F {
         &self.fs
@@ -220,6 +244,8 @@ impl<F: FileSystem> Server<F> {
     /// `None` for requests that take no reply (FORGET, INTERRUPT).
     pub fn handle(&self, req: &[u8]) -> Option<Vec<u8>> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlight(&self.counters.in_flight);
         let mut r = Reader::new(req);
         let Ok(h) = r.read::<abi::InHeader>() else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
