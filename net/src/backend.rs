@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cradle_devices::daemon::{DaemonBackend, ExitEvents, GuestMemory};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringRwLock, VringT};
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_MQ, VIRTIO_NET_S_LINK_UP};
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_S_LINK_UP};
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
@@ -39,9 +39,10 @@ struct Inner {
     resume: Vec<EventFd>,
     /// Pairs the guest enabled with VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET.
     active_pairs: AtomicU16,
-    /// The frontend gave us the control queue: then [`Inner::active_pairs`]
-    /// decides which pairs carry traffic. A frontend that keeps the
-    /// control queue (QEMU) disables unused pairs' rings instead.
+    /// The driver acked CTRL_VQ to us, so we serve the control queue and
+    /// [`Inner::active_pairs`] decides which pairs carry traffic. A
+    /// frontend that keeps the control queue to itself (QEMU does not
+    /// pass CTRL_VQ on) disables unused pairs' rings instead.
     ctrl_in_use: AtomicBool,
     exit: ExitEvents,
 }
@@ -107,15 +108,17 @@ impl NetBackend {
     }
 
     /// Applies a queue pair count: detach the tap queues of pairs the
-    /// guest stopped using, and wake the others to re-attach.
+    /// guest stopped using at once, and wake every worker to re-check its
+    /// own pair (re-attaching the ones now in use).
     fn set_active_pairs(&self, n: u16) {
         self.inner.active_pairs.store(n, Ordering::Release);
         for (i, q) in self.inner.dev.tap.queues.iter().enumerate() {
-            if i >= usize::from(n) {
+            if i >= usize::from(n) && i > 0 {
                 if let Err(e) = q.set_attached(false) {
                     tracing::warn!(error = %e, "detaching tap queue");
                 }
-            } else if let Some(ev) = self.inner.resume.get(i) {
+            }
+            if let Some(ev) = self.inner.resume.get(i) {
                 let _ = ev.write(1);
             }
         }
@@ -128,8 +131,12 @@ impl NetBackend {
         };
         let mut v = vring.get_mut();
         let usable = v.is_enabled() && v.get_queue().ready() && self.pair_active(pair);
-        if let Err(e) = tap.set_attached(usable) {
-            tracing::warn!(pair, error = %e, "tap queue attach/detach");
+        // The first queue stays attached (the kernel needs one, and pair 0
+        // is always in use once the driver runs); frames wait there.
+        if pair > 0 {
+            if let Err(e) = tap.set_attached(usable) {
+                tracing::warn!(pair, error = %e, "tap queue attach/detach");
+            }
         }
         if !usable {
             return;
@@ -182,11 +189,6 @@ impl NetBackend {
         let mut v = vring.get_mut();
         if !v.is_enabled() || !v.get_queue().ready() {
             return;
-        }
-        if !self.inner.ctrl_in_use.swap(true, Ordering::AcqRel) {
-            // From now on the guest's VQ_PAIRS_SET decides; until it
-            // sends one, only the first pair is in use.
-            self.set_active_pairs(self.inner.active_pairs.load(Ordering::Acquire));
         }
         let Some(c) = self.inner.dev.counters.first() else {
             return;
@@ -263,8 +265,11 @@ impl VhostUserBackend for NetBackend {
     fn acked_features(&self, features: u64) {
         self.inner.acked.store(features, Ordering::Release);
         let f = self.features_now();
-        if !f.has(VIRTIO_NET_F_MQ) {
-            self.inner.active_pairs.store(1, Ordering::Release);
+        let ctrl = f.has(VIRTIO_NET_F_CTRL_VQ);
+        self.inner.ctrl_in_use.store(ctrl, Ordering::Release);
+        if ctrl {
+            // Until the driver sends VQ_PAIRS_SET only the first pair is used.
+            self.set_active_pairs(1);
         }
         for q in &self.inner.dev.tap.queues {
             if let Err(e) = q.set_vnet_hdr_size(f.hdr_len()) {

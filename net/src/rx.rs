@@ -7,7 +7,10 @@
 //! when the guest has no room we stop reading and remember that the tap
 //! may still hold frames, and the next RX kick resumes. A trailing bounce
 //! buffer catches frames larger than the guest's buffers, so they are
-//! dropped and counted instead of being truncated.
+//! dropped and counted instead of being truncated. When the guest has
+//! posted some room but less than the largest possible frame, the frame
+//! is read into that bounce buffer instead and held (one frame at most)
+//! until it fits.
 
 use std::io;
 
@@ -36,6 +39,8 @@ pub struct Rx {
     pool: Vec<Entry>,
     iovs: IoVecs,
     bounce: Vec<u8>,
+    /// Length of a frame waiting in `bounce` for the guest to post room.
+    held: usize,
 }
 
 impl Default for Rx {
@@ -45,6 +50,7 @@ impl Default for Rx {
             pool: Vec::new(),
             iovs: IoVecs::default(),
             bounce: vec![0; HDR_LEN + MAX_GSO_FRAME + 1],
+            held: 0,
         }
     }
 }
@@ -70,7 +76,7 @@ impl Rx {
         c: &Counters,
     ) -> Result<RxResult, virtio_queue::Error> {
         let mut res = RxResult::default();
-        if !self.tap_pending {
+        if !self.tap_pending && self.held == 0 {
             return Ok(res);
         }
         self.pool.clear();
@@ -111,14 +117,18 @@ impl Rx {
                 first += 1;
             }
             // Gather enough room for the largest frame the tap may hand us.
-            let (last, cap) = loop {
+            let (last, cap, exhausted) = loop {
                 let (last, cap) = self.room(first, mrg);
-                let enough = if mrg { cap >= need } else { cap > 0 };
+                let enough = if mrg {
+                    cap >= need.max(self.held)
+                } else {
+                    cap > 0
+                };
                 let iov_full = mrg
                     && last > first
                     && self.pool[last - 1].iov_end - self.pool[first].iov_start >= IOV_MAX - 1;
                 if enough || iov_full {
-                    break (last, cap);
+                    break (last, cap, false);
                 }
                 match queue.pop_descriptor_chain(mem) {
                     Some(chain) => {
@@ -155,6 +165,9 @@ impl Rx {
                         if queue.enable_notification(mem)? {
                             continue;
                         }
+                        if cap > 0 {
+                            break (last, cap, true);
+                        }
                         // Back-pressure: wait for the guest's next RX kick.
                         Counters::inc(&c.rx_no_buffers);
                         res.starved = true;
@@ -166,20 +179,45 @@ impl Rx {
                 return Ok(first);
             };
             let end = self.pool[last - 1].iov_end;
+            if self.held > 0 || exhausted {
+                // Short of room for the largest possible frame: go through
+                // the bounce buffer so a frame that does not fit yet is
+                // held (one frame at most) instead of lost.
+                if self.held == 0 {
+                    match self.read_bounce(tap) {
+                        Ok(n) => self.held = n,
+                        Err(e) => return self.read_failed(tap, e, c, first),
+                    }
+                    if self.held < hdr {
+                        self.held = 0;
+                        Counters::inc(&c.rx_tap_errors);
+                        continue;
+                    }
+                }
+                let n = self.held;
+                if n > cap {
+                    let whole_ring = self.pool.len() - first >= usize::from(queue.size());
+                    if exhausted && (whole_ring || !mrg) {
+                        // The guest cannot ever give us more room.
+                        self.held = 0;
+                        Counters::inc(&c.rx_oversize);
+                        continue;
+                    }
+                    Counters::inc(&c.rx_no_buffers);
+                    res.starved = true;
+                    return Ok(first);
+                }
+                iov::write_at(&self.iovs.0[start..end], 0, &self.bounce[..n]);
+                self.held = 0;
+                first = self.complete(queue, mem, first, last, n, hdr)?;
+                res.used = true;
+                Counters::inc(&c.rx_packets);
+                Counters::add(&c.rx_bytes, (n - hdr) as u64);
+                continue;
+            }
             let n = match self.read(tap, start, end) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.tap_pending = false;
-                    return Ok(first);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Detached queue (EBADFD) or device gone: wait for the next event.
-                    tracing::debug!(tap = tap.name(), error = %e, "tap read failed");
-                    Counters::inc(&c.rx_tap_errors);
-                    self.tap_pending = false;
-                    return Ok(first);
-                }
+                Err(e) => return self.read_failed(tap, e, c, first),
             };
             if n < hdr {
                 Counters::inc(&c.rx_tap_errors);
@@ -194,6 +232,33 @@ impl Rx {
             Counters::inc(&c.rx_packets);
             Counters::add(&c.rx_bytes, (n - hdr) as u64);
         }
+    }
+
+    fn read_failed(
+        &mut self,
+        tap: &TapQueue,
+        e: io::Error,
+        c: &Counters,
+        first: usize,
+    ) -> Result<usize, virtio_queue::Error> {
+        if e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::Interrupted {
+            // Detached queue (EBADFD) or device gone: wait for the next event.
+            tracing::debug!(tap = tap.name(), error = %e, "tap read failed");
+            Counters::inc(&c.rx_tap_errors);
+        }
+        if e.kind() != io::ErrorKind::Interrupted {
+            self.tap_pending = false;
+        }
+        Ok(first)
+    }
+
+    /// One read of a whole frame into the bounce buffer.
+    fn read_bounce(&mut self, tap: &TapQueue) -> io::Result<usize> {
+        let v = [libc::iovec {
+            iov_base: self.bounce.as_mut_ptr().cast(),
+            iov_len: self.bounce.len(),
+        }];
+        tap.readv(&v)
     }
 
     /// The pool entries from `first` one read may use, as (end index,

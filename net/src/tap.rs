@@ -7,7 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// Errors opening or configuring a tap.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,9 @@ impl RxOffloads {
 pub struct TapQueue {
     file: File,
     name: String,
-    attached: AtomicBool,
+    /// Whether the queue is attached; the lock orders attach/detach
+    /// requests from the pair's worker and the control queue's.
+    attached: Mutex<bool>,
 }
 
 // The ifreq layout TUNSETIFF/TUNGETIFF use: name then a short of flags.
@@ -159,7 +161,7 @@ impl TapQueue {
         Ok(TapQueue {
             file,
             name: name.to_string(),
-            attached: AtomicBool::new(true),
+            attached: Mutex::new(true),
         })
     }
 
@@ -208,7 +210,7 @@ impl TapQueue {
         Ok(TapQueue {
             file,
             name,
-            attached: AtomicBool::new(true),
+            attached: Mutex::new(true),
         })
     }
 
@@ -269,7 +271,8 @@ impl TapQueue {
     /// frames only to attached queues, so a queue pair the guest does not
     /// use must be detached or its share of the traffic is lost.
     pub fn set_attached(&self, on: bool) -> Result<(), TapError> {
-        if self.attached.load(Ordering::Acquire) == on {
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        if *attached == on {
             return Ok(());
         }
         let mut req = ifreq("");
@@ -287,13 +290,13 @@ impl TapQueue {
                 source: io::Error::last_os_error(),
             });
         }
-        self.attached.store(on, Ordering::Release);
+        *attached = on;
         Ok(())
     }
 
     /// Whether the queue is currently attached.
     pub fn attached(&self) -> bool {
-        self.attached.load(Ordering::Acquire)
+        *self.attached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads one frame (header included) into `iovs`. Returns the frame's
