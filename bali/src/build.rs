@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cradle_image::{ImageConfig, ImageRef, UnpackOptions};
+use cradle_image::{ImageConfig, ImageRef, PullOptions, UnpackOptions};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::copy::{copy_sources, CopyOptions};
@@ -60,6 +60,8 @@ struct Builder<'a> {
     args: BTreeMap<String, String>,
     ignore: Ignore,
     from_seen: bool,
+    /// Where registry layers are downloaded (inside the build's temp dir).
+    blob_cache: PathBuf,
 }
 
 /// Runs the build; returns the final rootfs's temp dir and config for the
@@ -86,6 +88,7 @@ pub fn build(opts: &BuildOptions) -> Result<(tempfile::TempDir, ImageConfig), Bu
         args: BTreeMap::new(),
         ignore,
         from_seen: false,
+        blob_cache: tmp.path().join("blobs"),
     };
     for step in &steps {
         b.step(step).map_err(|msg| BuildError::Step {
@@ -241,7 +244,14 @@ impl Builder<'_> {
             return Ok(());
         }
         let r = ImageRef::parse(&image, &self.opts.context).map_err(|e| e.to_string())?;
-        let img = r.open().map_err(|e| e.to_string())?;
+        let mut pull = PullOptions::new(&self.blob_cache);
+        if let Some(reg) = std::env::var("BALI_REGISTRY")
+            .ok()
+            .filter(|r| !r.is_empty())
+        {
+            pull.default_registry = reg;
+        }
+        let img = r.open_with(&pull).map_err(|e| e.to_string())?;
         img.unpack(&self.root, &UnpackOptions::default())
             .map_err(|e| e.to_string())?;
         self.config = img.config;

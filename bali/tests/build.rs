@@ -224,6 +224,53 @@ fn from_oci_layout() {
 }
 
 #[test]
+fn from_a_loopback_registry() {
+    let reg = start_registry();
+    let keys = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_docker_archive(&ctx.path().join("base.tar"));
+    let st = Command::new("skopeo")
+        .current_dir(ctx.path())
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "docker-archive:base.tar",
+        ])
+        .arg(format!("docker://{}/base/busybox:1", reg.addr))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/base/busybox:1\nRUN echo pulled > /pulled\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let out = ctx.path().join("o.tar.gz");
+    assert!(build(keys.path(), ctx.path(), &out, &[]).status.success());
+    let img = read_image(&out);
+    assert_eq!(img["pulled"].3, b"pulled\n");
+    assert!(img.contains_key("bin/busybox"));
+    let cfg: serde_json::Value = serde_json::from_slice(&img[".bali/config.json"].3).unwrap();
+    assert!(cfg["env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("BASE_VAR=base")));
+    // An unknown tag is one clear error.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM docker://{}/base/busybox:nope\n", reg.addr),
+    )
+    .unwrap();
+    let o = build(keys.path(), ctx.path(), &out, &[]);
+    assert_bad(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
+}
+
+#[test]
 fn failures_name_the_line_and_leave_nothing() {
     let keys = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();

@@ -76,6 +76,9 @@ pub enum ImageError {
         /// What went wrong.
         source: Box<ImageError>,
     },
+    /// A registry refused or failed a request.
+    #[error("registry: {0}")]
+    Registry(String),
     /// A tar stream is corrupt.
     #[error("tar: {0}")]
     Tar(io::Error),
