@@ -153,7 +153,7 @@ fn bind(src: &str, target: &Path, readonly: bool) -> Result<(), RunError> {
 }
 
 /// Opens the image bytes: a file or a streamed HTTP(S) response.
-fn open_source(pkg: &str) -> Result<Box<dyn Read>, RunError> {
+pub fn open_source(pkg: &str) -> Result<Box<dyn Read>, RunError> {
     if pkg.starts_with("http://") || pkg.starts_with("https://") {
         let resp = ureq::get(pkg)
             .call()
@@ -219,7 +219,9 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
         "bali",
         root,
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
+        // nodev: device nodes in an image are not honoured (the service
+        // gets bali's own /dev). setuid programs work, as under docker.
+        libc::MS_NODEV,
         Some("mode=0755"),
     )?;
     let config = crate::pack::read_image(source, &opts.key, root, true)

@@ -51,6 +51,29 @@ fn signals_reach_the_service() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
+    // While it runs: its root is bali's tmpfs, visible only in its own
+    // mount namespace.
+    let theirs = fs::read_to_string(format!("/proc/{}/mountinfo", child.id())).unwrap();
+    let root_line = theirs
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap();
+    assert!(root_line.contains(" - tmpfs bali "), "{root_line}");
+    assert!(!fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(" - tmpfs bali "));
+    assert_ne!(
+        fs::read_link(format!("/proc/{}/ns/mnt", child.id())).unwrap(),
+        fs::read_link("/proc/self/ns/mnt").unwrap()
+    );
+    // Only the mount namespace is new.
+    for ns in ["net", "pid", "user", "uts", "ipc"] {
+        assert_eq!(
+            fs::read_link(format!("/proc/{}/ns/{ns}", child.id())).unwrap(),
+            fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            "{ns} namespace changed"
+        );
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
@@ -136,15 +159,19 @@ fn env_workdir_user_and_volumes() {
     assert!(!ro.path().join("x").exists());
 }
 
-/// Host mounts bali could have leaked: under /tmp, or its tmpfs ("bali").
-/// (Other mounts on a shared machine come and go.)
-fn mounts() -> Vec<String> {
+/// Host mounts bali could have leaked: on /tmp itself (its staging
+/// point), below this test's own dirs, or its tmpfs (source "bali").
+/// Other mounts on a shared machine come and go.
+fn mounts(own: &[&Path]) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            f.get(4).is_some_and(|m| m.starts_with("/tmp")) || l.contains(" - tmpfs bali ")
+            let mp = f.get(4).copied().unwrap_or("");
+            mp == "/tmp"
+                || own.iter().any(|d| mp.starts_with(d.to_str().unwrap()))
+                || l.contains(" - tmpfs bali ")
         })
         .map(str::to_string)
         .collect()
@@ -167,7 +194,8 @@ fn bad_images_run_nothing_and_leave_nothing() {
     let good = fs::read(&img).unwrap();
     let marker = tempfile::tempdir().unwrap();
     let vol = format!("{}:/m", marker.path().display());
-    let before_mounts = mounts();
+    let own = [keys.path(), marker.path()];
+    let before_mounts = mounts(&own);
     let before_tmp = tmp_entries();
     let bad = keys.path().join("bad.tar.gz");
     let attempt = |path: &Path, flags: &[&str]| {
@@ -214,7 +242,7 @@ fn bad_images_run_nothing_and_leave_nothing() {
     ));
     assert!(o.status.success());
     assert!(marker.path().join("ran").exists());
-    assert_eq!(mounts(), before_mounts);
+    assert_eq!(mounts(&own), before_mounts);
     assert_eq!(tmp_entries(), before_tmp);
 }
 
@@ -243,7 +271,10 @@ fn http_url_is_streamed_and_verified() {
     let keys = tempfile::tempdir().unwrap();
     let img = runnable_image(keys.path(), keys.path());
     let good = fs::read(&img).unwrap();
-    let url = serve(good.clone(), 1);
+    let url = serve(good.clone(), 2);
+    let mut c = bali(keys.path());
+    c.args(["verify", &url]);
+    assert!(run(c).status.success());
     let mut c = bali(keys.path());
     c.args(["run", &url, "--", "echo via http; echo $$"]);
     c.stdout(Stdio::piped());
@@ -256,12 +287,15 @@ fn http_url_is_streamed_and_verified() {
     let mut b = good.clone();
     let mid = b.len() / 2;
     b[mid] ^= 1;
-    let url = serve(b, 1);
+    let url = serve(b, 2);
     let mut c = bali(keys.path());
     c.args(["run", &url, "--", "echo must-not-run"]);
     let o = run(c);
     assert_bad(&o);
     assert!(o.stdout.is_empty());
+    let mut c = bali(keys.path());
+    c.args(["verify", &url]);
+    assert_bad(&run(c));
 
     // Nothing listens on this port any more.
     let port = TcpListener::bind("127.0.0.1:0")
