@@ -62,6 +62,8 @@ struct Builder<'a> {
     from_seen: bool,
     /// Where registry layers are downloaded (inside the build's temp dir).
     blob_cache: PathBuf,
+    /// Build args some ARG declared.
+    consumed: std::collections::BTreeSet<String>,
 }
 
 /// Runs the build; returns the final rootfs's temp dir and config for the
@@ -89,6 +91,7 @@ pub fn build(opts: &BuildOptions) -> Result<(tempfile::TempDir, ImageConfig), Bu
         ignore,
         from_seen: false,
         blob_cache: tmp.path().join("blobs"),
+        consumed: Default::default(),
     };
     for step in &steps {
         b.step(step).map_err(|msg| BuildError::Step {
@@ -98,6 +101,11 @@ pub fn build(opts: &BuildOptions) -> Result<(tempfile::TempDir, ImageConfig), Bu
     }
     if !b.from_seen {
         return Err(BuildError::Setup("Dockerfile has no FROM".into()));
+    }
+    for k in opts.build_args.keys() {
+        if !b.consumed.contains(k) {
+            eprintln!("bali: warning: --build-arg {k} is not declared by any ARG");
+        }
     }
     let config = b.config;
     Ok((tmp, config))
@@ -206,6 +214,9 @@ impl Builder<'_> {
             };
             if name.is_empty() {
                 return Err("ARG needs a name".into());
+            }
+            if self.opts.build_args.contains_key(&name) {
+                self.consumed.insert(name.clone());
             }
             match self.opts.build_args.get(&name).cloned().or(default) {
                 Some(v) => self.args.insert(name, v),

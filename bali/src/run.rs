@@ -155,7 +155,13 @@ fn bind(src: &str, target: &Path, readonly: bool) -> Result<(), RunError> {
 /// Opens the image bytes: a file or a streamed HTTP(S) response.
 pub fn open_source(pkg: &str) -> Result<Box<dyn Read>, RunError> {
     if pkg.starts_with("http://") || pkg.starts_with("https://") {
-        let resp = ureq::get(pkg)
+        // Bounded waits, not a bounded total: big images take their time.
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(15))
+            .timeout_read(std::time::Duration::from_secs(60))
+            .build();
+        let resp = agent
+            .get(pkg)
             .call()
             .map_err(|e| RunError::Fetch(pkg.into(), one_line(&e.to_string())))?;
         return Ok(Box::new(resp.into_reader()));
