@@ -322,6 +322,122 @@ fn http_url_is_streamed_and_verified() {
     assert_eq!(stdout(&o), "file-url\n");
 }
 
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl installed (see ci/packages-bali.txt)");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A test CA and a 127.0.0.1 server certificate it signed.
+fn test_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=bali test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "srv.key", "-out", "srv.csr"]);
+    openssl(dir, &csr);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "srv.pem",
+        ],
+    );
+}
+
+/// `openssl s_server -WWW` serving `dir` over TLS on a loopback port.
+struct TlsServer(std::process::Child);
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn https_url_with_the_system_trust_store() {
+    let keys = tempfile::tempdir().unwrap();
+    let img = runnable_image(keys.path(), keys.path());
+    let www = tempfile::tempdir().unwrap();
+    fs::copy(&img, www.path().join("img.tar.gz")).unwrap();
+    test_pki(www.path());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("openssl")
+        .current_dir(www.path())
+        .args([
+            "s_server", "-quiet", "-WWW", "-cert", "srv.pem", "-key", "srv.key",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = TlsServer(child);
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "s_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("https://127.0.0.1:{port}/img.tar.gz");
+    // Trusted through SSL_CERT_FILE (as an operator's CA bundle would be).
+    let mut c = bali(keys.path());
+    c.env("SSL_CERT_FILE", www.path().join("ca.pem"));
+    c.args(["run", &url, "--", "echo via https"]);
+    let o = run(c);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "via https\n");
+    // An untrusted server is refused before anything runs.
+    let mut c = bali(keys.path());
+    c.env("SSL_CERT_FILE", keys.path().join("run.tar.gz"));
+    c.args(["run", &url, "--", "echo must-not-run"]);
+    let o = run(c);
+    assert_bad(&o);
+    assert!(o.stdout.is_empty());
+}
+
 #[test]
 fn memory_limit_applies_or_says_why() {
     let keys = tempfile::tempdir().unwrap();
