@@ -286,6 +286,9 @@ impl Builder<'_> {
             &self.config.user
         };
         let ident = users::resolve(&self.root, user).map_err(|e| e.to_string())?;
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", ident.home.as_deref().unwrap_or("/")));
+        }
         let _ = std::io::stdout().flush();
         let status = run_in_root(&self.root, &argv, &env, &self.workdir(), &ident)
             .map_err(|e| e.to_string())?;

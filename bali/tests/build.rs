@@ -24,7 +24,7 @@ ADD archive.tar.gz /opt/
 ADD plain.txt /opt/plain.txt
 COPY *.md /multi/
 USER app
-RUN id -u > /tmp/user-run.txt && echo "$MODE" > /tmp/env.txt && test -s /etc/resolv.conf
+RUN id -u > /tmp/user-run.txt && echo "$MODE $HOME" > /tmp/env.txt && test -s /etc/resolv.conf
 LABEL org.example.name="bali test" version=1
 EXPOSE 8080 53/udp
 ENTRYPOINT ["/bin/sh", "-c"]
@@ -127,7 +127,7 @@ fn every_instruction_from_docker_archive() {
     assert_eq!(text("srv/app/uid.txt"), "0\n");
     assert_eq!(text("srv/app/pwd.txt"), "/srv/app\n");
     assert_eq!(text("tmp/user-run.txt"), "1000\n");
-    assert_eq!(text("tmp/env.txt"), "two words\n");
+    assert_eq!(text("tmp/env.txt"), "two words /home/app\n");
     let (uid, gid, _, _) = img["srv/app/dir/sub/a.txt"];
     assert_eq!((uid, gid), (1000, 1000));
     assert_eq!(img["srv/app/hello.txt"].0, 0);

@@ -57,6 +57,7 @@ impl Image {
             total.entries += s.entries;
             total.whiteouts += s.whiteouts;
             total.skipped_devices += s.skipped_devices;
+            total.skipped_xattrs += s.skipped_xattrs;
         }
         Ok(total)
     }

@@ -57,6 +57,22 @@ pub struct LayerStats {
     pub whiteouts: u64,
     /// Device nodes skipped because we may not create them.
     pub skipped_devices: u64,
+    /// Extended attributes (`SCHILY.xattr.*`) the filesystem or our
+    /// privileges refused.
+    pub skipped_xattrs: u64,
+}
+
+/// The `SCHILY.xattr.NAME` records of an entry's PAX header.
+fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    exts.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string();
+            Some((name, e.value_bytes().to_vec()))
+        })
+        .collect()
 }
 
 /// Wraps a layer stream in the decompressor its first bytes call for:
@@ -284,6 +300,7 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
             }
         }
         let header = entry.header().clone();
+        let xattrs = entry_xattrs(&mut entry);
         let mut is_symlink = false;
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -358,6 +375,12 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
             dirs.push((path.clone(), header.clone()));
         }
         set_metadata(&path, &header, is_symlink, opts)?;
+        // After chown, which clears security.capability.
+        for (name, value) in &xattrs {
+            if xattr::set(&path, name, value).is_err() {
+                stats.skipped_xattrs += 1;
+            }
+        }
         stats.entries += 1;
         mine.insert(rel);
     }
