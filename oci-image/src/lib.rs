@@ -8,7 +8,7 @@
 //!   ([`unpack::apply_layer`] does one layer).
 //! - [`ImageConfig`] is the runtime part of the image config (entrypoint,
 //!   cmd, env, workdir, user, labels, exposed ports).
-//! - [`write`] makes docker-archive tarballs and OCI layouts, for tests and
+//! - [`write`](mod@write) makes docker-archive tarballs and OCI layouts, for tests and
 //!   demos that cannot use docker.
 //!
 //! - [`registry::pull`] (through [`ImageRef::open_with`]) pulls from a
