@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cradle_image::{ImageConfig, ImageRef, PullOptions, UnpackOptions};
@@ -64,6 +65,8 @@ struct Builder<'a> {
     blob_cache: PathBuf,
     /// Build args some ARG declared.
     consumed: std::collections::BTreeSet<String>,
+    /// (dev, inode) of the build's temp dir, which COPY must not see.
+    work_id: Option<(u64, u64)>,
 }
 
 /// Runs the build; returns the final rootfs's temp dir and config for the
@@ -92,6 +95,7 @@ pub fn build(opts: &BuildOptions) -> Result<(tempfile::TempDir, ImageConfig), Bu
         from_seen: false,
         blob_cache: tmp.path().join("blobs"),
         consumed: Default::default(),
+        work_id: fs::metadata(tmp.path()).ok().map(|m| (m.dev(), m.ino())),
     };
     for step in &steps {
         b.step(step).map_err(|msg| BuildError::Step {
@@ -350,6 +354,7 @@ impl Builder<'_> {
                 owner,
                 mode,
                 add,
+                skip_dir: self.work_id,
             },
             &list,
             &dest,

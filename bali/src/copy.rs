@@ -33,6 +33,15 @@ pub struct CopyOptions<'a> {
     pub mode: Option<u32>,
     /// ADD semantics (extract local archives).
     pub add: bool,
+    /// (dev, inode) of a directory never to copy: the build's own working
+    /// directory when it sits inside the context (`bali build out.tar.gz .`).
+    pub skip_dir: Option<(u64, u64)>,
+}
+
+impl CopyOptions<'_> {
+    fn skipped(&self, m: &fs::Metadata) -> bool {
+        m.is_dir() && self.skip_dir == Some((m.dev(), m.ino()))
+    }
 }
 
 fn ctx_err(what: &Path, e: impl std::fmt::Display) -> String {
@@ -147,6 +156,9 @@ fn copy_dir(o: &CopyOptions, from: &Path, rel: &Path, to: &Path) -> Result<(), S
         let src = from.join(&name);
         let r = rel.join(&name);
         let m = fs::symlink_metadata(&src).map_err(|e| ctx_err(&src, e))?;
+        if o.skipped(&m) {
+            continue;
+        }
         let dst = to.join(&name);
         if m.is_dir() {
             // An excluded directory is still walked: `!` rules may bring
@@ -262,6 +274,9 @@ pub fn copy_sources(o: &CopyOptions, sources: &[String], dest: &str) -> Result<(
     for rel in rels {
         let from = o.context.join(&rel);
         let m = fs::symlink_metadata(&from).map_err(|e| ctx_err(&from, e))?;
+        if o.skipped(&m) {
+            continue;
+        }
         if m.is_dir() {
             let to = guest_dir(o, dest)?;
             copy_dir(o, &from, &rel, &to)?;

@@ -198,6 +198,28 @@ fn every_instruction_from_docker_archive() {
 }
 
 #[test]
+fn output_inside_the_context_is_not_copied_into_itself() {
+    let keys = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_docker_archive(&ctx.path().join("base.tar"));
+    fs::write(ctx.path().join("f.txt"), "f\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM docker-archive:base.tar\nCOPY . /ctx/\nCOPY * /star/\n",
+    )
+    .unwrap();
+    let out = ctx.path().join("out.tar.gz");
+    assert!(build(keys.path(), ctx.path(), &out, &[]).status.success());
+    let img = read_image(&out);
+    assert_eq!(img["ctx/f.txt"].3, b"f\n");
+    assert_eq!(img["star/f.txt"].3, b"f\n");
+    assert!(
+        !img.keys().any(|k| k.contains(".bali-build")),
+        "the build copied its own working dir"
+    );
+}
+
+#[test]
 fn from_oci_layout() {
     let keys = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
