@@ -328,7 +328,9 @@ impl Builder<'_> {
             Some(spec) => {
                 let spec = words(spec, &vars)?.join(" ");
                 let id = users::resolve(&self.root, &spec).map_err(|e| e.to_string())?;
-                Some((id.uid, id.gid))
+                // As in Docker: without a group, the gid is the uid's number.
+                let gid = if spec.contains(':') { id.gid } else { id.uid };
+                Some((id.uid, gid))
             }
             None => None,
         };

@@ -20,6 +20,8 @@ RUN echo "$GREETING from run" > run.txt && id -u > uid.txt && pwd > pwd.txt
 COPY hello.txt ./
 COPY --chown=app:app dir /srv/app/dir/
 COPY --chmod=600 hello.txt /secret.txt
+COPY --chown=1234 hello.txt /chowned-num.txt
+COPY --chown=app:root hello.txt /chowned-grp.txt
 ADD archive.tar.gz /opt/
 ADD plain.txt /opt/plain.txt
 COPY *.md /multi/
@@ -132,6 +134,14 @@ fn every_instruction_from_docker_archive() {
     assert_eq!((uid, gid), (1000, 1000));
     assert_eq!(img["srv/app/hello.txt"].0, 0);
     assert_eq!(img["secret.txt"].2 & 0o7777, 0o600);
+    assert_eq!(
+        (img["chowned-num.txt"].0, img["chowned-num.txt"].1),
+        (1234, 1234)
+    );
+    assert_eq!(
+        (img["chowned-grp.txt"].0, img["chowned-grp.txt"].1),
+        (1000, 0)
+    );
 
     let cfg: serde_json::Value = serde_json::from_slice(&img[".bali/config.json"].3).unwrap();
     assert_eq!(cfg["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
