@@ -178,10 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             command,
         } => {
             let key = verifying_key(id.as_deref())?;
-            let memory = memory
-                .map(|m| bali::cgroup::parse_size(&m))
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let memory = memory.map(|m| bali::cgroup::parse_size(&m)).transpose()?;
             let volumes = volumes
                 .iter()
                 .map(|v| bali::run::Volume::parse(v))

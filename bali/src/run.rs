@@ -101,9 +101,18 @@ pub enum RunError {
     /// Setting up the namespace failed.
     #[error("{0}: {1}")]
     Setup(String, io::Error),
-    /// The service could not be prepared or executed.
-    #[error("{0}")]
-    Exec(String),
+    /// The service could not be executed.
+    #[error("executing {0}: {1}")]
+    Exec(String, io::Error),
+    /// A path in the image could not be prepared, or the command is missing.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The user does not exist in the image.
+    #[error(transparent)]
+    User(#[from] users::UserError),
+    /// The memory limit cannot be applied.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
 }
 
 fn setup(what: &str) -> impl Fn(io::Error) -> RunError + '_ {
@@ -197,7 +206,7 @@ fn open_volumes(vols: &[Volume]) -> Result<Vec<(OwnedFd, bool)>, RunError> {
 /// Returns only on error.
 pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
     let limit = match opts.memory {
-        Some(bytes) => Some(cgroup::prepare(bytes).map_err(RunError::Usage)?),
+        Some(bytes) => Some(cgroup::prepare(bytes)?),
         None => None,
     };
     let source = open_source(&opts.pkg)?;
@@ -245,7 +254,7 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
     }
     drop(volumes);
     if let Some(l) = limit {
-        l.apply().map_err(RunError::Usage)?;
+        l.apply()?;
     }
     enter_root(root)?;
     plan.exec()
@@ -253,14 +262,13 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
 
 /// A volume's mount point in the image: a directory or an empty file.
 fn volume_target(root: &Path, guest: &str, is_dir: bool) -> Result<PathBuf, RunError> {
-    let err = |e: crate::sandbox::SandboxError| RunError::Exec(e.to_string());
     if is_dir {
-        return host_dir(root, guest).map_err(err);
+        return Ok(host_dir(root, guest)?);
     }
     let (parent, name) = guest
         .rsplit_once('/')
         .ok_or_else(|| RunError::Usage(format!("-v: bad guest path {guest}")))?;
-    let dir = host_dir(root, if parent.is_empty() { "/" } else { parent }).map_err(err)?;
+    let dir = host_dir(root, if parent.is_empty() { "/" } else { parent })?;
     let target = dir.join(name);
     if fs::symlink_metadata(&target).is_err() {
         fs::write(&target, b"").map_err(setup("volume mount point"))?;
@@ -271,7 +279,7 @@ fn volume_target(root: &Path, guest: &str, is_dir: bool) -> Result<PathBuf, RunE
 /// `/proc`, `/sys`, a minimal `/dev`, `/run`, `/tmp` and the host's
 /// resolver files inside the new root.
 fn mount_system(root: &Path) -> Result<(), RunError> {
-    let dir = |g: &str| host_dir(root, g).map_err(|e| RunError::Exec(e.to_string()));
+    let dir = |g: &str| host_dir(root, g).map_err(RunError::from);
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", &dir("/proc")?, Some("proc"), nosuid, None)?;
     mount(
@@ -414,7 +422,7 @@ impl Plan {
         } else {
             user
         };
-        let ident = users::resolve(root, &user).map_err(|e| RunError::Usage(e.to_string()))?;
+        let ident = users::resolve(root, &user)?;
         if cfg.env_get("PATH").is_none() {
             cfg.env_set("PATH", DEFAULT_PATH);
         }
@@ -437,9 +445,9 @@ impl Plan {
                 "--workdir {workdir:?} must be absolute"
             )));
         }
-        host_dir(root, &workdir).map_err(|e| RunError::Exec(e.to_string()))?;
+        host_dir(root, &workdir)?;
         let path = cfg.env_get("PATH").unwrap_or(DEFAULT_PATH).to_string();
-        let exe = which(root, &argv[0], &path).map_err(|e| RunError::Exec(e.to_string()))?;
+        let exe = which(root, &argv[0], &path)?;
         Ok(Plan {
             argv,
             env: cfg.env,
@@ -477,10 +485,6 @@ impl Plan {
         // SAFETY: exe, argv and envp are NUL-terminated strings kept alive
         // by the Vecs above, and both pointer arrays end with null.
         unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-        Err(RunError::Exec(format!(
-            "executing {}: {}",
-            self.exe,
-            io::Error::last_os_error()
-        )))
+        Err(RunError::Exec(self.exe, io::Error::last_os_error()))
     }
 }
