@@ -90,12 +90,12 @@ pub enum BuildError {
     #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
     /// A step failed.
-    #[error("Dockerfile line {line}: {source}")]
+    #[error("Dockerfile line {line}: {err}")]
     Step {
         /// Line of the step.
         line: usize,
         /// What went wrong.
-        source: StepError,
+        err: StepError,
     },
     /// Setting up the build failed.
     #[error("{0}")]
@@ -148,9 +148,9 @@ pub fn build(opts: &BuildOptions) -> Result<(tempfile::TempDir, ImageConfig), Bu
         work_id: fs::metadata(tmp.path()).ok().map(|m| (m.dev(), m.ino())),
     };
     for step in &steps {
-        b.step(step).map_err(|source| BuildError::Step {
+        b.step(step).map_err(|err| BuildError::Step {
             line: step.line,
-            source,
+            err,
         })?;
     }
     if !b.from_seen {

@@ -349,7 +349,7 @@ fn failures_name_the_line_and_leave_nothing() {
         assert_bad(&o);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(&format!("line {line}")), "{df:?}: {err}");
-        assert!(err.contains(what), "{df:?}: {err}");
+        assert_eq!(err.matches(what).count(), 1, "{df:?}: {err}");
         assert!(!out.exists());
         assert!(
             leftovers(outdir.path()).is_empty(),

@@ -52,7 +52,7 @@ impl Image {
             let s = unpack_layer(root, layer, opts).map_err(|e| ImageError::Layer {
                 index,
                 digest: layer.digest.to_string(),
-                source: Box::new(e),
+                err: Box::new(e),
             })?;
             total.entries += s.entries;
             total.whiteouts += s.whiteouts;
