@@ -32,5 +32,5 @@ pub use digest::Digest;
 pub use error::{ImageError, Result};
 pub use image::{DigestOf, Image, Layer};
 pub use reference::ImageRef;
-pub use registry::{PullOptions, Reference};
+pub use registry::{Progress, PullOptions, Reference};
 pub use unpack::{apply_layer, LayerStats, UnpackOptions};

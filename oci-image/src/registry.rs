@@ -30,8 +30,12 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 /// The registry Docker Hub names resolve to.
 pub const DOCKER_HUB: &str = "docker.io";
 
+/// Called while a layer downloads: (layer digest, bytes so far, total).
+/// A cached layer reports (digest, total, total) once.
+pub type Progress = std::sync::Arc<dyn Fn(&Digest, u64, u64) + Send + Sync>;
+
 /// How to pull.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PullOptions {
     /// Where layer blobs are kept, by digest (`DIR/sha256/HEX`).
     pub cache_dir: PathBuf,
@@ -41,6 +45,41 @@ pub struct PullOptions {
     pub credentials: Option<(String, String)>,
     /// Network timeout per request.
     pub timeout: Duration,
+    /// Progress reports for layer downloads (a caller's progress bars).
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("cache_dir", &self.cache_dir)
+            .field("default_registry", &self.default_registry)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(u, _)| (u, "***")),
+            )
+            .field("timeout", &self.timeout)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// Passes bytes through, reporting the running count.
+struct Counting<R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    digest: Digest,
+    report: Progress,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.report)(&self.digest, self.done, self.total);
+        Ok(n)
+    }
 }
 
 impl PullOptions {
@@ -51,6 +90,7 @@ impl PullOptions {
             default_registry: DOCKER_HUB.into(),
             credentials: None,
             timeout: Duration::from_secs(60),
+            progress: None,
         }
     }
 }
@@ -299,6 +339,9 @@ impl Client<'_> {
     /// Downloads a blob into `dest` (via a temp file), verifying it.
     fn blob_to_file(&mut self, d: &Digest, size: u64, dest: &Path) -> Result<()> {
         if fs::metadata(dest).is_ok_and(|m| m.len() == size) {
+            if let Some(p) = &self.opts.progress {
+                p(d, size, size);
+            }
             return Ok(()); // cached; verified again on unpack
         }
         let dir = dest.parent().unwrap_or(Path::new("."));
@@ -306,7 +349,17 @@ impl Client<'_> {
         let tmp = dir.join(format!(".{}.{}.part", d.hex(), std::process::id()));
         let res = (|| {
             let resp = self.get(&format!("blobs/{d}"), "*/*")?;
-            let mut r = DigestReader::new(resp.into_reader(), d.clone(), Some(size), "blob");
+            let body: Box<dyn Read> = match &self.opts.progress {
+                Some(p) => Box::new(Counting {
+                    inner: resp.into_reader(),
+                    done: 0,
+                    total: size,
+                    digest: d.clone(),
+                    report: p.clone(),
+                }),
+                None => Box::new(resp.into_reader()),
+            };
+            let mut r = DigestReader::new(body, d.clone(), Some(size), "blob");
             let mut f = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
             io::copy(&mut r, &mut f).map_err(|e| ImageError::io(&tmp, e))?;
             r.finish()?;

@@ -118,6 +118,29 @@ fn pull_by_tag_and_digest_with_a_shared_cache() {
     .unwrap();
     check_rootfs(root.path());
 
+    // Progress: a fresh cache reports each layer up to its size; a warm
+    // cache reports each layer once, complete.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let fresh = tempfile::tempdir().unwrap();
+    let mut opts = PullOptions::new(fresh.path());
+    opts.progress = Some(std::sync::Arc::new(move |d, done, total| {
+        log.lock().unwrap().push((d.to_string(), done, total));
+    }));
+    let r = ImageRef::parse(&format!("docker://{}/team/bb:v1", reg.addr), Path::new("/")).unwrap();
+    r.open_with(&opts).unwrap();
+    let events = seen.lock().unwrap().clone();
+    let finished: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter(|(_, done, total)| done == total)
+        .map(|(d, _, _)| d.clone())
+        .collect();
+    assert_eq!(finished.len(), 2, "{events:?}");
+    assert!(events.iter().all(|(_, done, total)| done <= total));
+    seen.lock().unwrap().clear();
+    r.open_with(&opts).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
     // A corrupt cached layer is caught when unpacking.
     let mut data = std::fs::read(&cached[0]).unwrap();
     let mid = data.len() / 2;
