@@ -75,6 +75,10 @@ fn logs_streams_tail_timestamps_and_follow() {
     // --since after everything was written gives nothing.
     let none = ok(p.docker(&["logs", "--since", "2999-01-01T00:00:00Z", "counter"]));
     assert_eq!(none, "");
+    let all = ok(p.docker(&["logs", "--since", "2000-01-01T00:00:00Z", "counter"]));
+    assert_eq!(all.lines().count(), 5);
+    let before = ok(p.docker(&["logs", "--until", "2000-01-01T00:00:00Z", "counter"]));
+    assert_eq!(before, "");
 }
 
 #[test]
@@ -113,6 +117,16 @@ fn exec_with_piped_stdin_env_and_exit_codes() {
     assert!(ps.starts_with("clihost\n"), "{ps}");
     let missing = p.docker(&["exec", "main", "nosuchcmd"]);
     assert_eq!(missing.status.code(), Some(127), "{}", err_text(&missing));
+    ok(p.docker(&["exec", "-d", "main", "sh", "-c", "echo detached > /tmp/d"]));
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = text(&p.docker(&["exec", "main", "cat", "/tmp/d"]));
+        if !seen.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, "detached\n");
     let stopped = p.docker(&["exec", "short", "true"]);
     assert!(!stopped.status.success());
     assert!(
@@ -127,12 +141,17 @@ fn exec_tty_under_a_pseudo_terminal() {
     let p = start();
     let mut cmd = std::process::Command::new("timeout");
     cmd.args(["60", "script", "-qec"])
-        .arg(p.docker_cmdline("exec -t main sh -c 'tty; echo term=$TERM; exit 4'"))
+        .arg(format!(
+            "stty rows 40 cols 120; {}",
+            p.docker_cmdline("exec -t main sh -c 'tty; stty size; echo term=$TERM; exit 4'")
+        ))
         .arg("/dev/null");
     let out = common::run(cmd, None);
     let t = text(&out);
     assert!(t.contains("/dev/pts/"), "{t} {}", err_text(&out));
     assert!(t.contains("term=xterm"), "{t}");
+    // The CLI's terminal size reached the exec's pty.
+    assert!(t.contains("40 120"), "{t}");
     assert_eq!(out.status.code(), Some(4), "{t}");
 }
 

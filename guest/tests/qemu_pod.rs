@@ -1,7 +1,10 @@
 //! cradle-init in a real Linux guest (QEMU TCG through the test bed): it
-//! loads a module, configures the network over netlink, runs a busybox
-//! container from a rootfs in the initramfs, and the host's docker CLI
-//! reaches vdocker on port 1 through a user-mode network forward.
+//! loads modules, configures the network over netlink, runs a busybox
+//! container from an image served over virtiofs (the reference `virtiofsd`)
+//! or from the initramfs, and the host's docker CLI reaches vdocker on
+//! port 1 through a user-mode network forward.
+
+mod common;
 
 use cradle_testbed::QemuGuest;
 use std::process::Command;
@@ -62,17 +65,11 @@ const CONFIG: &str = r#"{"version":1,"id":"vmpod","hostname":"vmpod",
     "gateway":"169.254.100.2","nameservers":["169.254.100.3"]},
   "modules":["/cradle/overlay.ko"],
   "shutdown_grace_secs":3,
-  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"dir":"/img"}},
+  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"virtiofs":"img"}},
     "process":{"cmd":["sh","-c","echo hello from the guest; trap 'echo bye; exit 3' TERM; while :; do sleep 0.2; done"]}}]}"#;
 
-/// Builds the image rootfs from the initramfs's busybox, then runs
-/// cradle-init's PID-1 code under the test bed's init.
+/// Runs cradle-init's PID-1 code under the test bed's init.
 const SCRIPT: &str = r#"
-mkdir -p /img/bin /img/etc /img/root
-cp /bin/busybox /img/bin/busybox
-for a in $(busybox --list); do [ "$a" = busybox ] || ln -s busybox /img/bin/$a; done
-echo 'root:x:0:0:root:/root:/bin/sh' > /img/etc/passwd
-echo 'root:x:0:' > /img/etc/group
 lsmod | grep -q '^overlay' && echo overlay-preloaded
 /usr/bin/cradle-init init --config /cradle/config.json
 echo "pod-status=$?"
@@ -82,13 +79,55 @@ grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue-mounted
 ip addr show eth0
 "#;
 
+/// The reference virtiofsd serving `dir` on `socket`, killed on drop.
+struct Virtiofsd(std::process::Child);
+
+impl Virtiofsd {
+    fn start(dir: &std::path::Path, socket: &std::path::Path) -> Self {
+        let bin = ["virtiofsd", "/usr/libexec/virtiofsd"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("virtiofsd is needed (cargo install virtiofsd)");
+        let child = Command::new(bin)
+            .arg("--shared-dir")
+            .arg(dir)
+            .arg("--socket-path")
+            .arg(socket)
+            .args(["--sandbox", "none", "--cache", "auto"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "virtiofsd did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Virtiofsd(child)
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn qemu_cradle_init_serves_docker_exec_and_logs() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
     std::fs::write(&cfg, CONFIG).unwrap();
+    let image = common::busybox_rootfs(dir.path());
+    std::fs::write(image.join("etc/motd"), "served over virtiofs\n").unwrap();
+    let socket = dir.path().join("fs.sock");
+    let _fs = Virtiofsd::start(&image, &socket);
     let guest = QemuGuest::new()
+        .vhost_user_fs(&socket, "img")
         .memory_mib(512)
         .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
         .file(&cfg, "/cradle/config.json")
