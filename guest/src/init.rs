@@ -338,18 +338,36 @@ async fn wait_block(serial: &str) -> Option<PathBuf> {
 }
 
 async fn make_fs(fs_type: &str, dev: &Path) -> Result<(), PodError> {
-    let tool = format!("mkfs.{fs_type}");
-    let out = crate::reaper::output(std::process::Command::new(&tool).arg(dev), None)
-        .await
-        .map_err(|e| PodError::Source(format!("{tool}: {e}")))?;
-    if out.code != 0 {
-        return Err(PodError::Source(format!(
-            "{tool} {}: {}",
-            dev.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    // busybox has no mkfs.ext2, only mke2fs (which makes ext2).
+    let mut tools = vec![format!("mkfs.{fs_type}")];
+    if fs_type == "ext2" {
+        tools.push("mke2fs".into());
     }
-    Ok(())
+    for tool in &tools {
+        let out = match crate::reaper::output(std::process::Command::new(tool).arg(dev), None).await
+        {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(PodError::Source(format!("{tool}: {e}"))),
+        };
+        if out.code != 0 {
+            return Err(PodError::Source(format!(
+                "{tool} {}: {}",
+                dev.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        tracing::info!(
+            "made a {fs_type} filesystem on {} with {tool}",
+            dev.display()
+        );
+        return Ok(());
+    }
+    Err(PodError::Source(format!(
+        "no {} in PATH to make a {fs_type} filesystem on {}",
+        tools.join(" or "),
+        dev.display()
+    )))
 }
 
 impl Sources for VmSources {

@@ -15,6 +15,10 @@ fn overlay_module() -> std::path::PathBuf {
     kernel.modules.join("kernel/fs/overlayfs/overlay.ko")
 }
 
+/// What qemu-storage-daemon's vhost-user-blk export answers to GET_ID,
+/// i.e. the serial the guest sees in `/sys/block/vda/serial`.
+const BLK_SERIAL: &str = "vhost_user_blk";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -64,8 +68,9 @@ const CONFIG: &str = r#"{"version":1,"id":"vmpod","hostname":"vmpod",
       "addresses":["169.254.100.15/24","169.254.100.20/24","fd00::15/64"]}],
     "gateway":"169.254.100.2","nameservers":["169.254.100.3"]},
   "modules":["/cradle/overlay.ko"],
+  "volumes":[{"name":"scratch","source":{"block":{"serial":"SERIAL","fs_type":"ext2","mkfs":true}}}],
   "shutdown_grace_secs":3,
-  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"virtiofs":"img"}},
+  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"virtiofs":"img"},"upper_volume":"scratch"},
     "process":{"cmd":["sh","-c","echo hello from the guest; trap 'echo bye; exit 3' TERM; while :; do sleep 0.2; done"]}}]}"#;
 
 /// Runs cradle-init's PID-1 code under the test bed's init.
@@ -76,6 +81,8 @@ echo "pod-status=$?"
 lsmod | grep -q '^overlay' && echo overlay-loaded
 grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && echo cgroup2-mounted
 grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue-mounted
+grep ' /cradle/volumes/scratch ' /proc/mounts | cut -d' ' -f1,3
+echo "upper: $(cat /cradle/volumes/scratch/web/upper/etc/motd)"
 ip addr show eth0
 "#;
 
@@ -121,13 +128,25 @@ fn qemu_cradle_init_serves_docker_exec_and_logs() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, CONFIG.replace("SERIAL", BLK_SERIAL)).unwrap();
     let image = common::busybox_rootfs(dir.path());
+    // A blank disk for the container's writable layer, made ext2 by
+    // cradle-init (mkfs on a blank volume), found by its serial.
+    let disk = dir.path().join("scratch.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let blk_socket = dir.path().join("blk.sock");
+    let _qsd =
+        cradle_testbed::peers::QemuStorageDaemon::vhost_user_blk(&disk, &blk_socket, 1, true)
+            .expect("qemu-storage-daemon");
     std::fs::write(image.join("etc/motd"), "served over virtiofs\n").unwrap();
     let socket = dir.path().join("fs.sock");
     let _fs = Virtiofsd::start(&image, &socket);
     let guest = QemuGuest::new()
         .vhost_user_fs(&socket, "img")
+        .vhost_user_blk(&blk_socket, 1)
         .memory_mib(512)
         .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
         .file(&cfg, "/cradle/config.json")
