@@ -189,6 +189,25 @@ fn qemu_cradle_init_serves_docker_exec_and_logs() {
         String::from_utf8_lossy(&exec.stdout),
         "42\nvmpod\nnameserver 169.254.100.3\n"
     );
+    // vdocker also listens on the pod's other addresses, v4 and v6 (the
+    // container shares the pod's network).
+    let other = docker(
+        port,
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "wget -qO- http://169.254.100.20:1/_ping; echo; wget -qO- 'http://[fd00::15]:1/_ping'",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "OK\nOK",
+        "{}",
+        out(&other)
+    );
     let piped = docker(port, &["exec", "-i", "web", "wc", "-c"], Some("12345"));
     assert_eq!(
         String::from_utf8_lossy(&piped.stdout).trim(),
