@@ -248,6 +248,8 @@ fn unknown_endpoint_gives_a_docker_error() {
     );
     let v = ok(p.docker(&["version", "--format", "{{.Server.APIVersion}}"]));
     assert_eq!(v.trim(), "1.43");
+    let info = ok(p.docker(&["info", "--format", "{{.Name}} {{.Containers}} {{.OSType}}"]));
+    assert_eq!(info.trim(), "clihost 5 linux");
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn critical_exit_ends_the_pod_and_stops_the_others() {
 fn orphans_are_reaped_by_the_namespace_init() {
     let mut p = HostPod::start(&pod(
         r#"{"name":"z","critical":true,"image":{"rootfs":{"dir":"ROOTFS"}},
-            "process":{"cmd":["sh","-c","sh -c 'sleep 0.5 & echo $! > /orphan'; sleep 0.2; o=$(cat /orphan); echo ppid=$(cut -d' ' -f4 /proc/$o/stat); sleep 1; if [ -e /proc/$o ]; then echo zombie=$(cut -d' ' -f3 /proc/$o/stat); else echo reaped; fi"]}}"#,
+            "process":{"cmd":["sh","-c","sh -c 'sleep 3 & echo $! > /orphan'; o=$(cat /orphan); echo ppid=$(cut -d' ' -f4 /proc/$o/stat); while [ -e /proc/$o ] && [ \"$(cut -d' ' -f3 /proc/$o/stat 2>/dev/null)\" != Z ]; do sleep 0.05; done; sleep 0.5; if [ -e /proc/$o ]; then echo zombie=$(cut -d' ' -f3 /proc/$o/stat); else echo reaped; fi"]}}"#,
     ));
     assert_eq!(p.wait(Duration::from_secs(30)), 0, "{}", p.console());
     let c = p.console();
