@@ -155,7 +155,8 @@ impl Exec {
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let tty = if self.config.tty {
-            spawn::Tty::From(format!("/proc/{}/root/dev/pts/ptmx", st.pid).into())
+            let size = *self.size.lock().unwrap_or_else(|p| p.into_inner());
+            spawn::Tty::From(format!("/proc/{}/root/dev/pts/ptmx", st.pid).into(), size)
         } else {
             spawn::Tty::None
         };
@@ -167,11 +168,6 @@ impl Exec {
                     return Err(e.to_string());
                 }
             };
-        if let Some(pty) = &started.io.pty {
-            if let Some((h, w)) = *self.size.lock().unwrap_or_else(|p| p.into_inner()) {
-                let _ = spawn::resize(pty, h, w);
-            }
-        }
         *self.pty.lock().unwrap_or_else(|p| p.into_inner()) = started.io.pty.clone();
         self.state.lock().unwrap_or_else(|p| p.into_inner()).pid = started.target_pid.unwrap_or(0);
         let this = self.clone();

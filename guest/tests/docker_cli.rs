@@ -10,7 +10,7 @@ use std::time::Duration;
 const POD: &str = r#"{"version":1,"id":"cli","hostname":"clihost","shutdown_grace_secs":2,
   "containers":[
     {"name":"main","image":{"rootfs":{"dir":"ROOTFS"},"reference":"busybox:test"},
-     "process":{"cmd":["sh","-c","echo out1; echo err1 >&2; trap 'echo caught-term; exit 0' TERM; while :; do sleep 0.1; done"],
+     "process":{"cmd":["sh","-c","trap 'echo caught-term; exit 0' TERM; echo out1; echo err1 >&2; while :; do sleep 0.1; done"],
                 "env":["GREETING=hello"],"workdir":"/data"}},
     {"name":"short","image":{"rootfs":{"dir":"ROOTFS"}},
      "process":{"cmd":["sh","-c","exit 3"]}},
@@ -231,6 +231,7 @@ fn kill_wait_and_signal_forwarding() {
 #[test]
 fn attach_feeds_stdin_and_returns_the_exit_code() {
     let p = start();
+    p.wait_running("echoer");
     let out = p.docker_with_stdin(&["attach", "echoer"], Some(b"ping\nquit\n"));
     assert_eq!(text(&out), "got:ping\ngot:quit\n", "{}", err_text(&out));
     assert_eq!(out.status.code(), Some(5));
@@ -260,6 +261,7 @@ fn attach_to_a_tty_container_under_a_pseudo_terminal_with_resize() {
          "process":{"cmd":["sh","-c","read l; stty size; echo got:$l; exit 6"],"tty":true,"open_stdin":true}},
         {"name":"keeper","image":{"rootfs":{"dir":"ROOTFS"}},"process":{"cmd":["sleep","600"]}}]}"#,
     );
+    p.wait_running("tb");
     // script gives docker a terminal of 33x99, which attach sends as a
     // resize; the typed line arrives through the container's pty.
     let mut cmd = std::process::Command::new("sh");

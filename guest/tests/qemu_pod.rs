@@ -71,7 +71,7 @@ const CONFIG: &str = r#"{"version":1,"id":"vmpod","hostname":"vmpod",
   "volumes":[{"name":"scratch","source":{"block":{"serial":"SERIAL","fs_type":"ext2","mkfs":true}}}],
   "shutdown_grace_secs":3,
   "containers":[{"name":"web","critical":true,"image":{"rootfs":{"virtiofs":"img"},"upper_volume":"scratch"},
-    "process":{"cmd":["sh","-c","echo hello from the guest; trap 'echo bye; exit 3' TERM; while :; do sleep 0.2; done"]}}]}"#;
+    "process":{"cmd":["sh","-c","trap 'echo bye; exit 3' TERM; echo hello from the guest; while :; do sleep 0.2; done"]}}]}"#;
 
 /// Runs cradle-init's PID-1 code under the test bed's init.
 const SCRIPT: &str = r#"
@@ -262,7 +262,7 @@ const PID1_CONFIG: &str = r#"{"version":1,"id":"pid1pod","hostname":"pid1pod",
     "/lib/modules/virtio_net.ko","/cradle/overlay.ko"],
   "shutdown_grace_secs":3,
   "containers":[{"name":"web","critical":true,"image":{"rootfs":{"dir":"/img"}},
-    "process":{"cmd":["/bin/busybox","sh","-c","echo pid1 container up; trap 'echo bye; exit 4' TERM; while :; do sleep 0.2; done"]}}]}"#;
+    "process":{"cmd":["/bin/busybox","sh","-c","trap 'echo bye; exit 4' TERM; echo pid1 container up; while :; do sleep 0.2; done"]}}]}"#;
 
 /// cradle-init as the kernel's init (`rdinit=`), no test bed script: it
 /// mounts the basic filesystems itself, loads the virtio-net driver stack

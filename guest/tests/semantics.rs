@@ -85,7 +85,7 @@ fn critical_exit_ends_the_pod_and_stops_the_others() {
         r#"{"name":"sidecar","image":{"rootfs":{"dir":"ROOTFS"}},
             "process":{"cmd":["sh","-c","trap 'echo sidecar-term; exit 0' TERM; while :; do sleep 0.1; done"]}},
            {"name":"main","critical":true,"image":{"rootfs":{"dir":"ROOTFS"}},
-            "process":{"cmd":["sh","-c","sleep 0.5; exit 9"]}}"#,
+            "process":{"cmd":["sh","-c","sleep 1; exit 9"]}}"#,
     ));
     let start = std::time::Instant::now();
     assert_eq!(p.wait(Duration::from_secs(30)), 9, "{}", p.console());
