@@ -230,6 +230,7 @@ impl Container {
             workdir: p.workdir.clone().unwrap_or_else(|| "/".into()),
             user: p.user.clone(),
             tty: p.tty,
+            privileged: self.config.privileged,
         }
     }
 

@@ -35,7 +35,7 @@ pub struct ExecConfig {
     /// Initial terminal size `[height, width]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console_size: Option<[u16; 2]>,
-    /// Accepted and ignored (all execs run with the container's rights).
+    /// Keep every capability (`docker exec --privileged`).
     pub privileged: bool,
     /// Accepted and ignored.
     pub detach_keys: String,
@@ -151,6 +151,7 @@ impl Exec {
                     Some(self.config.user.clone())
                 },
                 tty: self.config.tty,
+                privileged: self.config.privileged || self.container.config.privileged,
             },
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;

@@ -168,3 +168,18 @@ fn volumes_overlay_upper_on_a_volume_and_plain_dir_roots() {
     );
     assert!(!root.join("in-upper").exists());
 }
+
+#[test]
+fn docker_default_capabilities_unless_privileged() {
+    let mut p = HostPod::start(&pod(
+        r#"{"name":"plain","image":{"rootfs":{"dir":"ROOTFS"}},
+            "process":{"cmd":["sh","-c","grep CapBnd /proc/self/status; mkdir -p /m; mount -t tmpfs none /m 2>/dev/null && echo plain-mounted || echo plain-refused"]}},
+           {"name":"priv","privileged":true,"image":{"rootfs":{"dir":"ROOTFS"}},
+            "process":{"cmd":["sh","-c","mkdir -p /m; mount -t tmpfs none /m && echo priv-mounted"]}}"#,
+    ));
+    assert_eq!(p.wait(Duration::from_secs(30)), 0, "{}", p.console());
+    let c = p.console();
+    assert!(c.contains("[plain] CapBnd:\t00000000a80425fb"), "{c}");
+    assert!(c.contains("[plain] plain-refused"), "{c}");
+    assert!(c.contains("[priv] priv-mounted"), "{c}");
+}

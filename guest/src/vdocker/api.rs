@@ -247,7 +247,7 @@ pub fn inspect(pod: &Pod, c: &Container) -> Resp {
                     "MaximumRetryCount": c.config.restart.max_restarts.unwrap_or(0),
                 },
                 "AutoRemove": false,
-                "Privileged": false,
+                "Privileged": c.config.privileged,
                 "ReadonlyRootfs": false,
                 "LogConfig": {"Type": "cradle-ring", "Config": {}},
             },
