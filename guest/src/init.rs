@@ -144,6 +144,15 @@ fn load_modules(modules: &[PathBuf]) {
 /// processes, the mounts and the power to that init, and exits with the
 /// pod's status.
 pub fn run(config: Option<PathBuf>) -> ! {
+    if std::process::id() == 1 {
+        // A panic must not become "Attempted to kill init": say why, then
+        // power off like any other end of the pod.
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("cradle-init: {info}");
+            nix::unistd::sync();
+            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        }));
+    }
     mount_basics();
     if std::process::id() == 1 {
         console();

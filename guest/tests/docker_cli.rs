@@ -197,6 +197,22 @@ fn cp_a_tree_both_ways() {
         std::fs::read_link(dst.join("l")).unwrap().to_str(),
         Some("d/f")
     );
+    // -a keeps the owner from the archive; without it files belong to root.
+    let owned = p.dir.path().join("owned");
+    std::fs::write(&owned, "mine").unwrap();
+    std::os::unix::fs::chown(&owned, Some(4321), Some(4322)).unwrap();
+    ok(p.docker(&["cp", "-a", owned.to_str().unwrap(), "main:/data/owned-a"]));
+    ok(p.docker(&["cp", owned.to_str().unwrap(), "main:/data/owned-root"]));
+    let owners = ok(p.docker(&[
+        "exec",
+        "main",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/data/owned-a",
+        "/data/owned-root",
+    ]));
+    assert_eq!(owners, "4321:4322\n0:0\n");
     // A single file out, into a new name.
     let one = p.dir.path().join("hostname.txt");
     ok(p.docker(&["cp", "main:/etc/hostname", one.to_str().unwrap()]));
