@@ -145,12 +145,15 @@ fn load_modules(modules: &[PathBuf]) {
 /// pod's status.
 pub fn run(config: Option<PathBuf>) -> ! {
     if std::process::id() == 1 {
-        // A panic must not become "Attempted to kill init": say why, then
-        // power off like any other end of the pod.
+        // A panic of the main thread must not become "Attempted to kill
+        // init": say why, then power off like any other end of the pod.
+        // (A panicking tokio task only loses that task.)
         std::panic::set_hook(Box::new(|info| {
             eprintln!("cradle-init: {info}");
-            nix::unistd::sync();
-            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+            if std::thread::current().name() == Some("main") {
+                nix::unistd::sync();
+                let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+            }
         }));
     }
     mount_basics();
