@@ -265,7 +265,8 @@ const PID1_CONFIG: &str = r#"{"version":1,"id":"pid1pod","hostname":"pid1pod",
     "process":{"cmd":["/bin/busybox","sh","-c","trap 'echo bye; exit 4' TERM; echo pid1 container up; while :; do sleep 0.2; done"]}}]}"#;
 
 /// cradle-init as the kernel's init (`rdinit=`), no test bed script: it
-/// mounts the basic filesystems itself, loads the virtio-net driver stack
+/// reads its config from the path given by `cradle.config=`, mounts the
+/// basic filesystems itself, loads the virtio-net driver stack
 /// (the test bed puts the modules in the initramfs for `user_net`, and
 /// only its own init would load them), and powers the machine off when the
 /// pod ends. The test bed reports a guest that powered off without its
@@ -280,9 +281,9 @@ fn qemu_pid1_cradle_init_runs_the_pod_and_powers_off() {
     std::fs::write(dir.path().join("group"), "root:x:0:\n").unwrap();
     let guest = QemuGuest::new()
         .memory_mib(512)
-        .cmdline("rdinit=/usr/bin/cradle-init")
+        .cmdline("rdinit=/usr/bin/cradle-init cradle.config=/etc/pod.json")
         .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
-        .file(&cfg, "/cradle/config.json")
+        .file(&cfg, "/etc/pod.json")
         .file(overlay_module(), "/cradle/overlay.ko")
         .file("/bin/busybox", "/img/bin/busybox")
         .file(dir.path().join("passwd"), "/img/etc/passwd")
