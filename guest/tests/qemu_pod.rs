@@ -91,10 +91,20 @@ struct Virtiofsd(std::process::Child);
 
 impl Virtiofsd {
     fn start(dir: &std::path::Path, socket: &std::path::Path) -> Self {
-        let bin = ["virtiofsd", "/usr/libexec/virtiofsd"]
-            .into_iter()
-            .find(|b| Command::new(b).arg("--version").output().is_ok())
-            .expect("virtiofsd is needed (cargo install virtiofsd)");
+        // On PATH, where `cargo install virtiofsd` puts it, or Debian's.
+        let cargo_bin = std::env::var("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|_| std::env::var("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+            .map(|d| d.join("bin/virtiofsd"))
+            .unwrap_or_default();
+        let bin = [
+            std::path::PathBuf::from("virtiofsd"),
+            cargo_bin,
+            std::path::PathBuf::from("/usr/libexec/virtiofsd"),
+        ]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("virtiofsd is needed (cargo install virtiofsd)");
         let child = Command::new(bin)
             .arg("--shared-dir")
             .arg(dir)
