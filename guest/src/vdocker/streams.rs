@@ -157,8 +157,10 @@ where
     hijack_response(tty)
 }
 
-/// Copies the client's input into a process's stdin, closing it at EOF.
-async fn feed_stdin(mut rd: impl AsyncRead + Unpin, stdin: Arc<Mutex<std::fs::File>>, close: bool) {
+/// Copies the client's input into a process's stdin. At EOF the process
+/// sees EOF only if this was the last holder of the file (an exec's stdin;
+/// a container keeps its own handle, as Docker keeps stdin open).
+async fn feed_stdin(mut rd: impl AsyncRead + Unpin, stdin: Arc<Mutex<std::fs::File>>) {
     let mut buf = vec![0u8; 16384];
     let mut stdin = Some(stdin);
     loop {
@@ -180,9 +182,7 @@ async fn feed_stdin(mut rd: impl AsyncRead + Unpin, stdin: Arc<Mutex<std::fs::Fi
             stdin = None;
         }
     }
-    if close {
-        drop(stdin);
-    }
+    drop(stdin);
 }
 
 pub fn attach(c: Arc<Container>, mut req: Req) -> Resp {
@@ -205,7 +205,7 @@ pub fn attach(c: Arc<Container>, mut req: Req) -> Resp {
             if let Some(stdin) = c.stdin() {
                 // Docker keeps the container's stdin open when an attach
                 // ends (StdinOnce is not supported).
-                tokio::spawn(feed_stdin(rd, stdin, false));
+                tokio::spawn(feed_stdin(rd, stdin));
             }
         }
         if replay {
@@ -313,7 +313,7 @@ pub async fn exec_start(e: Arc<Exec>, mut req: Req) -> Resp {
         let (rd, mut wr) = tokio::io::split(up);
         match stdin {
             Some(s) => {
-                tokio::spawn(feed_stdin(rd, s, true));
+                tokio::spawn(feed_stdin(rd, s));
             }
             None => drop(rd),
         }
