@@ -174,7 +174,15 @@ pub fn run(config: Option<PathBuf>) -> ! {
         Ok(cfg) => {
             let control = ControlPort::new(cfg.control_port);
             control.report(Milestone::InitStarted);
-            load_modules(&cfg.modules);
+            let mut modules: Vec<PathBuf> =
+                std::fs::read_to_string(crate::initramfs::MODULES_ORDER)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(PathBuf::from)
+                    .collect();
+            modules.extend(cfg.modules.iter().cloned());
+            load_modules(&modules);
             if let Err(e) = nix::unistd::sethostname(cfg.hostname()) {
                 eprintln!("cradle-init: sethostname: {e}");
             }

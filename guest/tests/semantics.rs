@@ -183,3 +183,63 @@ fn docker_default_capabilities_unless_privileged() {
     assert!(c.contains("[plain] plain-refused"), "{c}");
     assert!(c.contains("[priv] priv-mounted"), "{c}");
 }
+
+#[test]
+fn initramfs_subcommand_packs_init_modules_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pod.json");
+    std::fs::write(
+        &cfg,
+        r#"{"version":1,"id":"p","containers":[{"name":"a","image":{"rootfs":{"dir":"/img"}},"process":{"cmd":["true"]}}]}"#,
+    )
+    .unwrap();
+    let kernel = cradle_testbed::Kernel::debian().expect("Debian cloud kernel");
+    let out = dir.path().join("initrd.cpio");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
+        .args(["initramfs", "--out"])
+        .arg(&out)
+        .arg("--kernel-modules")
+        .arg(&kernel.modules)
+        .args(["--modules", "virtio_net,overlay", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let list = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("cpio -t --quiet < {}", out.display()))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    for want in [
+        "init",
+        "lib/modules/virtio_net.ko",
+        "lib/modules/net_failover.ko",
+        "lib/modules/overlay.ko",
+        "cradle/modules.order",
+    ] {
+        assert!(names.lines().any(|l| l == want), "{want}: {names}");
+    }
+    // The config is a second archive after the first one's trailer.
+    let data = std::fs::read(&out).unwrap();
+    let tail = String::from_utf8_lossy(&data[data.len().saturating_sub(2048)..]).into_owned();
+    let at = tail
+        .find("cradle/config.json")
+        .expect("config archive at the end");
+    assert!(tail[at..].contains("\"id\": \"p\""), "{tail}");
+    assert!(tail[at..].contains("TRAILER!!!"), "{tail}");
+    // A bad config is a usage error.
+    std::fs::write(&cfg, "{}").unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
+        .args(["initramfs", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
