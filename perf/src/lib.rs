@@ -6,13 +6,17 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod chart;
 pub mod fio;
 pub mod guest;
 pub mod jobs;
+pub mod loadgen;
 pub mod procstat;
 pub mod raw;
 pub mod record;
+pub mod report;
 pub mod stats;
+pub mod suite;
 
 /// Why a measurement could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,9 @@ pub enum PerfError {
     /// A backend, peer or guest could not be set up.
     #[error("{0}")]
     Setup(String),
+    /// A report could not be written or read.
+    #[error("{0}")]
+    Report(String),
     /// A figure had no usable sample.
     #[error("no usable samples")]
     NoSamples,

@@ -1,0 +1,480 @@
+//! One queue's worker: pops chains, validates them, hands I/O to its own
+//! engine and returns completions to the used ring in batches. Nothing
+//! here is shared with other queues except relaxed counters and, when QoS
+//! is on, the token buckets.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cradle_devices::daemon::GuestMemory;
+use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::QueueT;
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemory as _, GuestMemoryMmap, Permissions,
+};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::device::Device;
+use crate::engine::{Done, Engine, Op};
+use crate::metrics::{add, bump};
+use crate::request::{self, status, Kind, Request, ID_LEN};
+
+/// Most iovecs one host request may carry (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+type Vring = VringRwLock<GuestMemory>;
+type Mem = Arc<GuestMemoryMmap<()>>;
+
+#[derive(Debug, Clone, Copy)]
+enum Class {
+    Read(u64),
+    Write(u64),
+    Flush,
+    Discard,
+    WriteZeroes,
+}
+
+/// A request handed to the engine.
+struct InFlight {
+    head: u16,
+    status: GuestAddress,
+    used_len: u32,
+    /// Result that means success (`None`: any non-negative result).
+    expect: Option<i32>,
+    class: Class,
+    /// Referenced by the engine until completion; never touched meanwhile.
+    _iov: Vec<libc::iovec>,
+    /// Keeps the guest memory mapping alive until completion.
+    _mem: Mem,
+}
+
+/// Per-queue worker state.
+pub struct Worker {
+    queue: usize,
+    device: Arc<Device>,
+    mem: GuestMemory,
+    engine: Box<dyn Engine>,
+    slots: Vec<Option<InFlight>>,
+    free: Vec<usize>,
+    done: Vec<Done>,
+    throttled: VecDeque<(u16, Request, Mem)>,
+    timer: TimerFd,
+    /// EVENT_IDX negotiated on this connection.
+    pub event_idx: bool,
+    /// The frontend has gone: take no new chains.
+    pub closed: bool,
+}
+
+// SAFETY: the raw iovec pointers in `slots` point into guest memory kept
+// alive by `_mem`; a Worker is only ever used by one thread at a time
+// (behind its own Mutex).
+unsafe impl Send for Worker {}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker for queue `queue` with `engine`.
+    pub fn new(
+        queue: usize,
+        device: Arc<Device>,
+        mem: GuestMemory,
+        engine: Box<dyn Engine>,
+    ) -> std::io::Result<Self> {
+        let n = usize::from(device.queue_size);
+        Ok(Worker {
+            queue,
+            device,
+            mem,
+            engine,
+            slots: (0..n).map(|_| None).collect(),
+            free: (0..n).rev().collect(),
+            done: Vec::with_capacity(n),
+            throttled: VecDeque::new(),
+            timer: TimerFd::new()?,
+            event_idx: false,
+            closed: false,
+        })
+    }
+
+    /// The engine's completion eventfd.
+    pub fn engine_fd(&self) -> std::os::fd::RawFd {
+        self.engine.event_fd()
+    }
+
+    /// The QoS timer fd.
+    pub fn timer_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.timer.as_raw_fd()
+    }
+
+    /// Kick: take every available chain (as long as slots, QoS and drain
+    /// allow) and start it.
+    pub fn process(&mut self, vring: &Vring) {
+        let mem = self.mem.memory().into_inner();
+        let mut used = false;
+        loop {
+            if self.event_idx {
+                let _ = vring.disable_notification();
+            }
+            let (blocked, popped) = self.pop_all(vring, &mem, &mut used);
+            if blocked || !self.event_idx {
+                break;
+            }
+            // Re-enable, and go again if the driver added chains meanwhile.
+            // A stopped queue pops nothing while chains stay available: do
+            // not spin on it.
+            match vring.enable_notification() {
+                Ok(true) if popped == 0 => break,
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+        self.submit();
+        if used {
+            signal(vring);
+        }
+    }
+
+    /// Pops and starts chains. Returns whether it stopped for lack of
+    /// slots, QoS tokens or because of draining, and how many it popped.
+    fn pop_all(&mut self, vring: &Vring, mem: &Mem, used: &mut bool) -> (bool, usize) {
+        let mut popped = 0;
+        loop {
+            if self.closed
+                || self.device.draining.load(Ordering::Acquire)
+                || !self.throttled.is_empty()
+                || self.free.is_empty()
+            {
+                return (true, popped);
+            }
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else {
+                return (false, popped);
+            };
+            popped += 1;
+            let head = chain.head_index();
+            let descs: Vec<Descriptor> = chain.collect();
+            match request::parse(&descs, &**mem, &self.device.limits) {
+                Ok(req) => self.admit(vring, head, req, mem.clone(), used),
+                Err((e, status_at)) => {
+                    self.device.counters.parse_error(&e);
+                    tracing::debug!(queue = self.queue, head, error = %e, "refused request");
+                    bump(&self.device.counters.requests);
+                    let len = match status_at {
+                        Some(at) => {
+                            request::write_status(&**mem, at, e.status());
+                            1
+                        }
+                        None => 0,
+                    };
+                    let _ = vring.add_used(head, len);
+                    *used = true;
+                }
+            }
+        }
+    }
+
+    /// QoS gate in front of [`Worker::start`].
+    fn admit(&mut self, vring: &Vring, head: u16, req: Request, mem: Mem, used: &mut bool) {
+        if let Some(qos) = &self.device.qos {
+            if let Some(cost) = qos_cost(&req.kind) {
+                if let Err(wait) = qos.try_take(cost) {
+                    bump(&self.device.counters.throttled);
+                    // Counted as in flight so GET_VRING_BASE and drains wait for it.
+                    self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
+                    self.throttled.push_back((head, req, mem));
+                    self.arm_timer(wait);
+                    return;
+                }
+            }
+        }
+        self.start(vring, head, req, mem, used);
+    }
+
+    fn arm_timer(&mut self, wait: Duration) {
+        let _ = self.timer.reset(wait.max(Duration::from_micros(100)), None);
+    }
+
+    /// Starts a validated request: answers GET_ID at once, queues the rest
+    /// on the engine.
+    fn start(&mut self, vring: &Vring, head: u16, req: Request, mem: Mem, used: &mut bool) {
+        let dev = self.device.clone();
+        let (op, class, used_len, expect, iov) = match req.kind {
+            Kind::GetId { buf, len } => {
+                let mut id = [0u8; ID_LEN];
+                let n = dev.serial.len().min(ID_LEN);
+                id[..n].copy_from_slice(&dev.serial[..n]);
+                let ok = mem.write_slice(&id[..len as usize], buf).is_ok();
+                bump(&dev.counters.requests);
+                bump(&dev.counters.get_ids);
+                request::write_status(
+                    &*mem,
+                    req.status,
+                    if ok { status::OK } else { status::IOERR },
+                );
+                let _ = vring.add_used(head, len + 1);
+                *used = true;
+                return;
+            }
+            Kind::Read {
+                offset,
+                ref bufs,
+                len,
+            }
+            | Kind::Write {
+                offset,
+                ref bufs,
+                len,
+            } => {
+                let write = matches!(req.kind, Kind::Write { .. });
+                let Some(iov) = iovecs(&mem, bufs, write) else {
+                    // Unreachable after parse() checked the ranges, but never trust it blindly.
+                    dev.counters.parse_error(&request::ParseError::BadBuffer);
+                    self.finish_now(vring, head, &mem, req.status, status::IOERR, used);
+                    return;
+                };
+                let iovcnt = iov.len() as u32; // <= IOV_MAX
+                let op = if write {
+                    let dsync = !dev.writeback.load(Ordering::Relaxed);
+                    Op::Write {
+                        iov: iov.as_ptr(),
+                        iovcnt,
+                        offset,
+                        dsync,
+                    }
+                } else {
+                    Op::Read {
+                        iov: iov.as_ptr(),
+                        iovcnt,
+                        offset,
+                    }
+                };
+                let (class, used_len) = if write {
+                    (Class::Write(u64::from(len)), 1)
+                } else {
+                    (Class::Read(u64::from(len)), len.saturating_add(1))
+                };
+                (op, class, used_len, i32::try_from(len).ok(), iov)
+            }
+            Kind::Flush => (Op::Flush, Class::Flush, 1, None, Vec::new()),
+            Kind::Discard { offset, len } => (
+                Op::Fallocate {
+                    offset,
+                    len,
+                    mode: libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                },
+                Class::Discard,
+                1,
+                None,
+                Vec::new(),
+            ),
+            Kind::WriteZeroes { offset, len, unmap } => {
+                let mode = if unmap {
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+                } else {
+                    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+                };
+                (
+                    Op::Fallocate { offset, len, mode },
+                    Class::WriteZeroes,
+                    1,
+                    None,
+                    Vec::new(),
+                )
+            }
+        };
+        let Some(slot) = self.free.pop() else {
+            // pop_all() checked for a free slot; answer rather than lose the chain.
+            self.finish_now(vring, head, &mem, req.status, status::IOERR, used);
+            return;
+        };
+        self.slots[slot] = Some(InFlight {
+            head,
+            status: req.status,
+            used_len,
+            expect,
+            class,
+            _iov: iov,
+            _mem: mem,
+        });
+        self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
+        // SAFETY: the iovecs and the guest memory they point into are owned
+        // by `self.slots[slot]` and stay untouched until the engine returns
+        // this tag in `reap()`, which is the only place the slot is cleared.
+        let pushed = unsafe { self.engine.push(op, slot as u64) };
+        if let Err(e) = pushed {
+            tracing::warn!(queue = self.queue, error = %e, "io_uring push failed");
+            self.done.push(Done {
+                tag: slot as u64,
+                result: -libc::EIO,
+            });
+        }
+    }
+
+    fn finish_now(
+        &mut self,
+        vring: &Vring,
+        head: u16,
+        mem: &Mem,
+        at: GuestAddress,
+        st: u8,
+        used: &mut bool,
+    ) {
+        bump(&self.device.counters.requests);
+        if st != status::OK {
+            bump(&self.device.counters.io_errors);
+        }
+        request::write_status(&**mem, at, st);
+        let _ = vring.add_used(head, 1);
+        *used = true;
+    }
+
+    fn submit(&mut self) {
+        if let Err(e) = self.engine.submit() {
+            tracing::warn!(queue = self.queue, error = %e, "io_uring submit failed");
+        }
+    }
+
+    /// Completion eventfd fired: return finished requests to the guest.
+    pub fn reap(&mut self, vring: &Vring) {
+        self.engine.clear_event();
+        let mut done = std::mem::take(&mut self.done);
+        self.engine.complete(&mut done);
+        let used = !done.is_empty();
+        let dev = self.device.clone();
+        let c = &dev.counters;
+        for d in done.drain(..) {
+            let Some(f) = usize::try_from(d.tag)
+                .ok()
+                .and_then(|t| self.slots.get_mut(t))
+                .and_then(Option::take)
+            else {
+                continue;
+            };
+            let ok = match f.expect {
+                Some(n) => d.result == n,
+                None => d.result >= 0,
+            };
+            bump(&c.requests);
+            if ok {
+                match f.class {
+                    Class::Read(n) => {
+                        bump(&c.reads);
+                        add(&c.bytes_read, n);
+                    }
+                    Class::Write(n) => {
+                        bump(&c.writes);
+                        add(&c.bytes_written, n);
+                    }
+                    Class::Flush => bump(&c.flushes),
+                    Class::Discard => bump(&c.discards),
+                    Class::WriteZeroes => bump(&c.write_zeroes),
+                }
+            } else {
+                bump(&c.io_errors);
+                tracing::debug!(queue = self.queue, result = d.result, class = ?f.class, "host I/O error");
+            }
+            request::write_status(
+                &*f._mem,
+                f.status,
+                if ok { status::OK } else { status::IOERR },
+            );
+            let _ = vring.add_used(f.head, f.used_len);
+            self.free.push(d.tag as usize);
+            dev.in_flight[self.queue].fetch_sub(1, Ordering::AcqRel);
+        }
+        self.done = done;
+        if used {
+            signal(vring);
+        }
+        // Slots were freed: chains left in the ring can go now.
+        self.process(vring);
+    }
+
+    /// QoS timer fired: start throttled requests that now have tokens.
+    pub fn on_timer(&mut self, vring: &Vring) {
+        let _ = self.timer.wait();
+        let mut used = false;
+        while let Some((head, req, mem)) = self.throttled.pop_front() {
+            if let (Some(qos), Some(cost)) = (&self.device.qos, qos_cost(&req.kind)) {
+                if let Err(wait) = qos.try_take(cost) {
+                    self.throttled.push_front((head, req, mem));
+                    self.arm_timer(wait);
+                    break;
+                }
+            }
+            self.device.in_flight[self.queue].fetch_sub(1, Ordering::AcqRel);
+            self.start(vring, head, req, mem, &mut used);
+        }
+        self.submit();
+        if used {
+            signal(vring);
+        }
+        if self.throttled.is_empty() {
+            self.process(vring);
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Requests abandoned after a stop timeout: keep the books straight.
+        let left = self.slots.iter().filter(|s| s.is_some()).count() + self.throttled.len();
+        if left > 0 {
+            tracing::warn!(
+                queue = self.queue,
+                left,
+                "worker dropped with requests in flight"
+            );
+            self.device.in_flight[self.queue].fetch_sub(left, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Bytes a request costs against the byte bucket, or `None` if QoS does
+/// not apply to it (GET_ID, FLUSH).
+fn qos_cost(kind: &Kind) -> Option<u64> {
+    match kind {
+        Kind::Read { len, .. } | Kind::Write { len, .. } => Some(u64::from(*len)),
+        Kind::Discard { .. } | Kind::WriteZeroes { .. } => Some(0),
+        Kind::Flush | Kind::GetId { .. } => None,
+    }
+}
+
+fn signal(vring: &Vring) {
+    if vring.needs_notification().unwrap_or(true) {
+        let _ = vring.signal_used_queue();
+    }
+}
+
+/// Host iovecs for guest buffers (split where guest memory regions split).
+fn iovecs(mem: &Mem, bufs: &[(GuestAddress, u32)], device_reads: bool) -> Option<Vec<libc::iovec>> {
+    let access = if device_reads {
+        Permissions::Read
+    } else {
+        Permissions::Write
+    };
+    let mut iov = Vec::with_capacity(bufs.len());
+    for (addr, len) in bufs {
+        for s in mem.get_slices(*addr, *len as usize, access).ok()? {
+            let s = s.ok()?;
+            iov.push(libc::iovec {
+                iov_base: s.ptr_guard_mut().as_ptr().cast(),
+                iov_len: s.len(),
+            });
+        }
+    }
+    (iov.len() <= IOV_MAX).then_some(iov)
+}

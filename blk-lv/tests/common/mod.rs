@@ -1,0 +1,141 @@
+//! Shared helpers for blk-lv's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blk_lv::config::Cli;
+use blk_lv::device::Device;
+use clap::Parser;
+use cradle_devices::daemon;
+use cradle_devices::driver::blk::BlkQueue;
+use cradle_devices::driver::{Driver, DriverConfig};
+
+/// A daemon running in this process (so tests can read its counters).
+pub struct InProc {
+    pub device: Arc<Device>,
+    pub sock: PathBuf,
+    pub disk: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Creates a `size`-byte backing file and serves it in-process with the
+/// extra flags `args`.
+pub fn start(size: u64, args: &[&str]) -> InProc {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    let f = std::fs::File::create(&disk).unwrap();
+    f.set_len(size).unwrap();
+    start_on(dir, disk, args)
+}
+
+/// Serves an existing file in-process.
+pub fn start_on(dir: tempfile::TempDir, disk: PathBuf, args: &[&str]) -> InProc {
+    let sock = dir.path().join("blk.sock");
+    let mut argv = vec![
+        "blk-lv".to_string(),
+        "--socket".into(),
+        sock.display().to_string(),
+        "--path".into(),
+        disk.display().to_string(),
+        "--sandbox".into(),
+        "none".into(),
+        "--seccomp".into(),
+        "none".into(),
+    ];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let cfg = Cli::try_parse_from(argv).unwrap().into_config().unwrap();
+    let device = Arc::new(Device::open(&cfg).unwrap());
+    let (mut listener, _) = daemon::listen(&cfg.common).unwrap();
+    let d = device.clone();
+    std::thread::spawn(move || blk_lv::serve(d, &mut listener));
+    InProc {
+        device,
+        sock,
+        disk,
+        dir,
+    }
+}
+
+/// Connects a driver with `queues` queues of `size` entries.
+pub fn connect(sock: &std::path::Path, queues: u16, size: u16) -> (Driver, Vec<BlkQueue>) {
+    let mut drv = Driver::connect(
+        sock,
+        DriverConfig {
+            num_queues: queues,
+            queue_size: size,
+            memory_bytes: 64 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let qs = drv
+        .take_queues()
+        .into_iter()
+        .map(|q| BlkQueue::new(q, 256 * 1024).unwrap())
+        .collect();
+    (drv, qs)
+}
+
+/// Waits until `f` holds (counters are updated just after the used ring).
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// A deterministic pattern for `len` bytes seeded by `seed`.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The blk-lv binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_blk-lv");
+
+/// Runs blk-lv as a child process with `args` and waits until its socket
+/// accepts connections.
+pub fn spawn_daemon(sock: &std::path::Path, args: &[&str]) -> std::process::Child {
+    let child = std::process::Command::new(BIN)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(|| std::os::unix::net::UnixStream::connect(sock).is_ok()),
+        "daemon did not listen"
+    );
+    child
+}
+
+/// Waits for a child to exit, at most `secs` seconds.
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Sends `sig` to a child.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}

@@ -1,0 +1,202 @@
+//! Every request type through a real socket, the real vhost-user protocol
+//! and io_uring, driven by our userspace driver.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::*;
+use cradle_devices::driver::blk::{BlkRequest, S_IOERR, S_OK, S_UNSUPP};
+
+#[test]
+fn write_read_flush_roundtrip() {
+    let d = start(8 << 20, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 256);
+    let q = &mut qs[0];
+    for (i, sector) in [0u64, 7, 4096, (8 << 20) / 512 - 8].into_iter().enumerate() {
+        let data = pattern(i as u64, 4096);
+        q.write(sector, &data).unwrap();
+        assert_eq!(q.read(sector, 4096).unwrap(), data);
+    }
+    assert_eq!(q.status(BlkRequest::Flush).unwrap(), S_OK);
+    // The host file has the data at the same offsets.
+    let host = std::fs::read(&d.disk).unwrap();
+    assert_eq!(&host[7 * 512..7 * 512 + 4096], &pattern(1, 4096)[..]);
+    assert!(eventually(|| d.device.counters.get("flushes") == 1));
+    assert_eq!(d.device.counters.get("writes"), 4);
+    assert_eq!(d.device.counters.get("bytes_read"), 4 * 4096);
+}
+
+#[test]
+fn get_id_returns_serial() {
+    let d = start(1 << 20, &["--serial", "vol-42"]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 64);
+    let c = qs[0].execute(BlkRequest::GetId).unwrap();
+    assert_eq!(c.status, S_OK);
+    assert_eq!(&c.data[..6], b"vol-42");
+    assert!(c.data[6..].iter().all(|b| *b == 0));
+    assert_eq!(c.used_len, 21);
+}
+
+#[test]
+fn discard_and_write_zeroes_punch_holes() {
+    let d = start(16 << 20, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 64);
+    let q = &mut qs[0];
+    let mb = vec![0xabu8; 256 * 1024];
+    for i in 0..16u64 {
+        for k in 0..4u64 {
+            q.write(i * 2048 + k * 512, &mb).unwrap();
+        }
+    }
+    let before = std::fs::metadata(&d.disk).unwrap().blocks();
+    // Discard 4 MiB, zero 1 MiB with unmap, zero 1 MiB without.
+    assert_eq!(
+        q.status(BlkRequest::Discard {
+            sector: 0,
+            sectors: 8192
+        })
+        .unwrap(),
+        S_OK
+    );
+    assert_eq!(
+        q.status(BlkRequest::WriteZeroes {
+            sector: 8192,
+            sectors: 2048,
+            unmap: true
+        })
+        .unwrap(),
+        S_OK
+    );
+    assert_eq!(
+        q.status(BlkRequest::WriteZeroes {
+            sector: 10240,
+            sectors: 2048,
+            unmap: false
+        })
+        .unwrap(),
+        S_OK
+    );
+    let after = std::fs::metadata(&d.disk).unwrap().blocks();
+    assert!(
+        after * 512 <= before * 512 - (5 << 20),
+        "blocks before {before}, after {after}"
+    );
+    assert!(q.read(0, 4096).unwrap().iter().all(|b| *b == 0));
+    assert!(q.read(10240, 4096).unwrap().iter().all(|b| *b == 0));
+    assert_eq!(q.read(12288, 4096).unwrap(), vec![0xab; 4096]);
+    assert_eq!(
+        std::fs::metadata(&d.disk).unwrap().len(),
+        16 << 20,
+        "size kept"
+    );
+    assert!(eventually(
+        || d.device.counters.get("discards") == 1 && d.device.counters.get("write_zeroes") == 2
+    ));
+}
+
+#[test]
+fn unsupported_type_gets_unsupp() {
+    let d = start(1 << 20, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 64);
+    assert_eq!(
+        qs[0]
+            .status(BlkRequest::Raw {
+                kind: 99,
+                sector: 0
+            })
+            .unwrap(),
+        S_UNSUPP
+    );
+    assert!(eventually(|| d.device.counters.get("unsupported") == 1));
+}
+
+#[test]
+fn out_of_range_gets_ioerr() {
+    let d = start(1 << 20, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 64);
+    let q = &mut qs[0];
+    let last = (1 << 20) / 512 - 1;
+    assert_eq!(
+        q.status(BlkRequest::Read {
+            sector: last,
+            len: 512
+        })
+        .unwrap(),
+        S_OK
+    );
+    assert_eq!(
+        q.status(BlkRequest::Read {
+            sector: last,
+            len: 1024
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert_eq!(
+        q.status(BlkRequest::Write {
+            sector: last + 1,
+            data: &[1; 512]
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert_eq!(
+        q.status(BlkRequest::Read {
+            sector: u64::MAX,
+            len: 512
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert_eq!(
+        q.status(BlkRequest::Discard {
+            sector: last,
+            sectors: 2
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert!(eventually(|| d.device.counters.get("out_of_range") == 4));
+}
+
+#[test]
+fn readonly_refuses_modifications() {
+    let d = start(1 << 20, &["--readonly"]);
+    std::fs::write(&d.disk, vec![7u8; 1 << 20]).unwrap();
+    let (drv, mut qs) = connect(&d.sock, 1, 64);
+    assert_ne!(drv.features() & (1 << 5), 0, "VIRTIO_BLK_F_RO offered");
+    let q = &mut qs[0];
+    assert_eq!(q.read(0, 512).unwrap(), vec![7u8; 512]);
+    assert_eq!(
+        q.status(BlkRequest::Write {
+            sector: 0,
+            data: &[0; 512]
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert_eq!(
+        q.status(BlkRequest::Discard {
+            sector: 0,
+            sectors: 1
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert_eq!(
+        q.status(BlkRequest::WriteZeroes {
+            sector: 0,
+            sectors: 1,
+            unmap: false
+        })
+        .unwrap(),
+        S_IOERR
+    );
+    assert_eq!(
+        std::fs::read(&d.disk).unwrap(),
+        vec![7u8; 1 << 20],
+        "file untouched"
+    );
+    assert!(eventually(|| d.device.counters.get("read_only") == 3));
+}
