@@ -234,6 +234,9 @@ async fn run_pod(cfg: PodConfig, control: ControlPort) -> i32 {
             return 1;
         }
     };
+    if serve && pod.addresses.is_empty() {
+        eprintln!("cradle-init: the pod has no addresses: vdocker is not served");
+    }
     if serve {
         let mut bound = 0;
         for addr in pod.addresses.clone() {
