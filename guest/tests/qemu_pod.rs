@@ -15,6 +15,10 @@ fn overlay_module() -> std::path::PathBuf {
     kernel.modules.join("kernel/fs/overlayfs/overlay.ko")
 }
 
+/// On a loaded host, TCG can be too slow for the kernel's IO-APIC timer
+/// check, which then panics at boot ("IO-APIC + timer doesn't work").
+const TCG_CMDLINE: &str = "no_timer_check";
+
 /// What qemu-storage-daemon's vhost-user-blk export answers to GET_ID,
 /// i.e. the serial the guest sees in `/sys/block/vda/serial`.
 const BLK_SERIAL: &str = "vhost_user_blk";
@@ -155,6 +159,7 @@ fn qemu_cradle_init_serves_docker_exec_and_logs() {
     let socket = dir.path().join("fs.sock");
     let _fs = Virtiofsd::start(&image, &socket);
     let guest = QemuGuest::new()
+        .cmdline(TCG_CMDLINE)
         .vhost_user_fs(&socket, "img")
         .vhost_user_blk(&blk_socket, 1)
         .memory_mib(512)
@@ -291,7 +296,9 @@ fn qemu_pid1_cradle_init_runs_the_pod_and_powers_off() {
     std::fs::write(dir.path().join("group"), "root:x:0:\n").unwrap();
     let guest = QemuGuest::new()
         .memory_mib(512)
-        .cmdline("rdinit=/usr/bin/cradle-init cradle.config=/etc/pod.json")
+        .cmdline(&format!(
+            "{TCG_CMDLINE} rdinit=/usr/bin/cradle-init cradle.config=/etc/pod.json"
+        ))
         .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
         .file(&cfg, "/etc/pod.json")
         .file(overlay_module(), "/cradle/overlay.ko")
