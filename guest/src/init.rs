@@ -420,6 +420,7 @@ impl Sources for VmSources {
 /// Orderly end of the machine: report, TERM, grace, KILL, sync, unmount,
 /// power off.
 fn shutdown(control: ControlPort, status: i32) -> ! {
+    crate::logs::flush_console(Duration::from_secs(2));
     eprintln!("cradle-init: pod exited with status {status}");
     control.report(Milestone::Exit(status.clamp(0, 255) as u8));
     if std::process::id() != 1 {

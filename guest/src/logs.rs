@@ -161,6 +161,19 @@ const CONSOLE_BACKLOG: usize = 1024;
 /// (about 11 KB/s at 115200 baud): writing inline would throttle every
 /// container to it, so lines that do not fit in the backlog are dropped
 /// from the mirror (never from the logs) and counted.
+/// Lines handed to the console thread and not yet written.
+static CONSOLE_PENDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (up to `timeout`) until every mirrored line reached the console:
+/// called before cradle-init exits or powers off.
+pub fn flush_console(timeout: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    let deadline = std::time::Instant::now() + timeout;
+    while CONSOLE_PENDING.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 fn console(line: Vec<u8>) {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,18 +193,24 @@ fn console(line: Vec<u8>) {
                         let _ = writeln!(err, "[console] {dropped} log lines not mirrored");
                     }
                     let _ = err.write_all(&line);
+                    drop(err);
+                    CONSOLE_PENDING.fetch_sub(1, Ordering::AcqRel);
                 }
             })
             .ok()
             .map(|_| tx)
     });
     match tx {
-        Some(tx) => match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
+        Some(tx) => {
+            CONSOLE_PENDING.fetch_add(1, Ordering::AcqRel);
+            match tx.try_send(line) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    CONSOLE_PENDING.fetch_sub(1, Ordering::AcqRel);
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        },
+        }
         None => {
             let _ = std::io::stderr().write_all(&line);
         }

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cradle_guest::{archive, config::PodConfig, init, pod, reaper, shim, vdocker};
+use cradle_guest::{archive, config::PodConfig, init, logs, pod, reaper, shim, vdocker};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,7 +109,10 @@ fn main() {
                 }
             };
             match host(config, listen, run_dir) {
-                Ok(status) => std::process::exit(status),
+                Ok(status) => {
+                    logs::flush_console(std::time::Duration::from_secs(2));
+                    std::process::exit(status)
+                }
                 Err(e) => {
                     eprintln!("cradle-init: {e:#}");
                     std::process::exit(1);
