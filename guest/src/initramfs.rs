@@ -41,6 +41,38 @@ pub fn base<S: AsRef<str>>(
     Ok(fs)
 }
 
+/// Adds the host directory `host` (files, directories, symlinks, with their
+/// modes) at `guest`: e.g. an image rootfs for a test without virtiofs.
+/// Other file types (devices, sockets) are skipped.
+pub fn add_tree(fs: &mut Initramfs, host: &Path, guest: &str) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let meta = std::fs::symlink_metadata(host).map_err(io(host))?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = std::fs::read_link(host).map_err(io(host))?;
+        fs.symlink(guest, &target.to_string_lossy())?;
+    } else if ft.is_dir() {
+        fs.dir(guest, meta.permissions().mode() & 0o7777)?;
+        let mut entries: Vec<_> = std::fs::read_dir(host)
+            .map_err(io(host))?
+            .collect::<Result<_, _>>()
+            .map_err(io(host))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let child = format!("{}/{}", guest.trim_end_matches('/'), name.to_string_lossy());
+            add_tree(fs, &e.path(), &child)?;
+        }
+    } else if ft.is_file() {
+        fs.host_file(host, guest)?;
+    }
+    Ok(())
+}
+
 /// The archive to append to [`base`]: the pod config at
 /// `/cradle/config.json`.
 pub fn config_archive(config: &PodConfig) -> Result<Vec<u8>, Error> {
@@ -84,5 +116,15 @@ mod tests {
         .unwrap();
         let names = list(&config_archive(&cfg).unwrap());
         assert!(names.lines().any(|l| l == "cradle/config.json"), "{names}");
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("bin")).unwrap();
+        std::fs::write(d.path().join("bin/tool"), "x").unwrap();
+        std::os::unix::fs::symlink("tool", d.path().join("bin/alias")).unwrap();
+        let mut fs = Initramfs::new();
+        add_tree(&mut fs, d.path(), "/img").unwrap();
+        let names = list(&fs.write_to(Vec::new()).unwrap());
+        for want in ["img", "img/bin", "img/bin/tool", "img/bin/alias"] {
+            assert!(names.lines().any(|l| l == want), "{want}: {names}");
+        }
     }
 }

@@ -52,6 +52,10 @@ enum Cmd {
         /// Append this pod config as /cradle/config.json.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also pack a host directory tree, `HOST_DIR:GUEST_DIR` (repeatable),
+        /// e.g. an image rootfs when there is no virtiofs.
+        #[arg(long = "tree", value_parser = parse_tree)]
+        trees: Vec<(PathBuf, String)>,
     },
     /// PID-1 mode (what `/init` does when run without arguments as PID 1).
     Init {
@@ -82,6 +86,7 @@ fn main() {
             kernel_modules,
             modules,
             config,
+            trees,
         } => {
             let config = config.map(|c| match PodConfig::load(&c) {
                 Ok(c) => c,
@@ -90,7 +95,7 @@ fn main() {
                     std::process::exit(2);
                 }
             });
-            if let Err(e) = write_initramfs(&out, binary, kernel_modules, modules, config) {
+            if let Err(e) = write_initramfs(&out, binary, kernel_modules, modules, config, &trees) {
                 eprintln!("cradle-init: {e:#}");
                 std::process::exit(1);
             }
@@ -122,12 +127,22 @@ fn main() {
     }
 }
 
+fn parse_tree(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once(':') {
+        Some((h, g)) if !h.is_empty() && g.starts_with('/') => {
+            Ok((PathBuf::from(h), g.to_string()))
+        }
+        _ => Err(format!("{s:?} is not HOST_DIR:/GUEST_DIR")),
+    }
+}
+
 fn write_initramfs(
     out: &std::path::Path,
     binary: Option<PathBuf>,
     kernel_modules: Option<PathBuf>,
     mut modules: Vec<String>,
     config: Option<PodConfig>,
+    trees: &[(PathBuf, String)],
 ) -> anyhow::Result<()> {
     use cradle_guest::initramfs;
     use std::io::Write;
@@ -145,7 +160,10 @@ fn write_initramfs(
             .map(|m| m.to_string())
             .collect();
     }
-    let fs = initramfs::base(&binary, index.as_ref().map(|i| (i, &modules[..])))?;
+    let mut fs = initramfs::base(&binary, index.as_ref().map(|i| (i, &modules[..])))?;
+    for (host, guest) in trees {
+        initramfs::add_tree(&mut fs, host, guest)?;
+    }
     let mut data = fs.write_to(Vec::new())?;
     if let Some(cfg) = &config {
         data.extend(initramfs::config_archive(cfg)?);

@@ -202,6 +202,11 @@ fn initramfs_subcommand_packs_init_modules_and_config() {
         .arg(&kernel.modules)
         .args(["--modules", "virtio_net,overlay", "--config"])
         .arg(&cfg)
+        .arg("--tree")
+        .arg(format!(
+            "{}:/img",
+            common::busybox_rootfs(dir.path()).display()
+        ))
         .output()
         .unwrap();
     assert!(
@@ -217,6 +222,9 @@ fn initramfs_subcommand_packs_init_modules_and_config() {
     let names = String::from_utf8_lossy(&list.stdout);
     for want in [
         "init",
+        "img/bin/busybox",
+        "img/bin/sh",
+        "img/etc/passwd",
         "lib/modules/virtio_net.ko",
         "lib/modules/net_failover.ko",
         "lib/modules/overlay.ko",
@@ -232,7 +240,12 @@ fn initramfs_subcommand_packs_init_modules_and_config() {
         .expect("config archive at the end");
     assert!(tail[at..].contains("\"id\": \"p\""), "{tail}");
     assert!(tail[at..].contains("TRAILER!!!"), "{tail}");
-    // A bad config is a usage error.
+    // A bad tree argument and a bad config are usage errors.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
+        .args(["initramfs", "--out", "/dev/null", "--tree", "relative"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
     std::fs::write(&cfg, "{}").unwrap();
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
         .args(["initramfs", "--out"])
