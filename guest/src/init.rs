@@ -417,14 +417,16 @@ impl Sources for VmSources {
     }
 }
 
-/// Orderly end of the machine: report, TERM, grace, KILL, sync, unmount,
-/// power off.
+/// Orderly end of the machine: TERM, grace, KILL, sync, unmount, then the
+/// exit status on the control register (the cradle VMM stops the VM right
+/// there, so everything else comes first), then power off.
 fn shutdown(control: ControlPort, status: i32) -> ! {
     crate::logs::flush_console(Duration::from_secs(2));
     eprintln!("cradle-init: pod exited with status {status}");
-    control.report(Milestone::Exit(status.clamp(0, 255) as u8));
+    let exit = Milestone::Exit(status.clamp(0, 255) as u8);
     if std::process::id() != 1 {
         nix::unistd::sync();
+        control.report(exit);
         std::process::exit(status)
     }
     // SAFETY: signalling every process but ourselves (kill(-1) skips PID 1).
@@ -441,6 +443,9 @@ fn shutdown(control: ControlPort, status: i32) -> ! {
         }
     }
     nix::unistd::sync();
+    // Let the serial console transmit what is queued before the VM stops.
+    let _ = nix::sys::termios::tcdrain(std::io::stderr());
+    control.report(exit);
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // Only reached if the kernel refused: PID 1 must not exit (panic).
     loop {
