@@ -17,7 +17,15 @@ fn kcradle() -> PathBuf {
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let mut build = Command::new(env!("CARGO"));
     build
-        .args(["build", "--quiet", "-p", "cradle-vmm", "--bin", "kcradle"])
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "-p",
+            "cradle-vmm",
+            "--bin",
+            "kcradle",
+        ])
         .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         build.arg("--release");
