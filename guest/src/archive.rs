@@ -3,7 +3,8 @@
 //! The work happens in `cradle-init __archive OP ROOT PATH`, a helper that
 //! chroots into the container's prepared root first, so symlinks in the
 //! image resolve inside the container, never on the machine running
-//! cradle-init. Exit statuses: 0 ok, 3 path not found, 4 not a directory,
+//! cradle-init (OP: `stat`, `get`, `put`, or `put-owners` for `docker cp
+//! -a`). Exit statuses: 0 ok, 3 path not found, 4 not a directory,
 //! 1 anything else (message on stderr).
 
 use serde::{Deserialize, Serialize};
@@ -104,9 +105,11 @@ pub fn tar_out(path: &Path, out: impl Write) -> std::io::Result<()> {
 
 /// Unpacks a tar from `input` into the directory `dir`, keeping modes,
 /// mtimes and symlinks; files end up owned by the extracting user (root),
-/// like `docker cp` without `-a`.
-pub fn tar_in(dir: &Path, input: impl std::io::Read) -> std::io::Result<()> {
+/// like `docker cp` without `-a`, or by the archive's uid/gid with
+/// `keep_owners` (`docker cp -a`).
+pub fn tar_in(dir: &Path, input: impl std::io::Read, keep_owners: bool) -> std::io::Result<()> {
     let mut a = tar::Archive::new(input);
+    a.set_preserve_ownerships(keep_owners);
     a.set_preserve_permissions(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
@@ -128,7 +131,10 @@ pub fn helper_main(args: &[String]) -> ! {
 
 fn helper(args: &[String]) -> Result<(), (i32, String)> {
     let [op, root, path] = args else {
-        return Err((1, "usage: __archive stat|get|put ROOT PATH".into()));
+        return Err((
+            1,
+            "usage: __archive stat|get|put|put-owners ROOT PATH".into(),
+        ));
     };
     let other = |e: std::io::Error| (1, e.to_string());
     nix::unistd::chroot(root.as_str()).map_err(|e| (1, format!("chroot {root}: {e}")))?;
@@ -154,12 +160,12 @@ fn helper(args: &[String]) -> Result<(), (i32, String)> {
             std::fs::symlink_metadata(path).map_err(missing)?;
             tar_out(path, std::io::stdout().lock()).map_err(other)
         }
-        "put" => {
+        "put" | "put-owners" => {
             let m = std::fs::metadata(path).map_err(missing)?;
             if !m.is_dir() {
                 return Err((EXIT_NOT_DIR, format!("{}: not a directory", path.display())));
             }
-            tar_in(path, std::io::stdin().lock()).map_err(other)
+            tar_in(path, std::io::stdin().lock(), op == "put-owners").map_err(other)
         }
         _ => Err((1, format!("unknown archive op {op:?}"))),
     }
@@ -192,7 +198,7 @@ mod tests {
         let mut buf = Vec::new();
         tar_out(&tree, &mut buf).unwrap();
         let dst = tempfile::tempdir().unwrap();
-        tar_in(dst.path(), &buf[..]).unwrap();
+        tar_in(dst.path(), &buf[..], false).unwrap();
         let m = std::fs::metadata(dst.path().join("tree/sub/run.sh")).unwrap();
         assert_eq!(m.mode() & 0o777, 0o750);
         assert_eq!(

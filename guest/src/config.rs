@@ -223,6 +223,10 @@ pub struct ContainerConfig {
     /// Its final exit ends the pod with its exit status.
     #[serde(default)]
     pub critical: bool,
+    /// Keep every capability (Docker's `--privileged`, without the device
+    /// access); otherwise Docker's default capability set.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// The image rootfs of a container.

@@ -230,6 +230,7 @@ impl Container {
             workdir: p.workdir.clone().unwrap_or_else(|| "/".into()),
             user: p.user.clone(),
             tty: p.tty,
+            privileged: self.config.privileged,
         }
     }
 
@@ -294,9 +295,15 @@ impl Container {
             s.error = err.map(|e| e.0).unwrap_or_default();
         });
         if started.error.is_none() {
+            tracing::info!(
+                container = self.name(),
+                pid = started.target_pid.unwrap_or(0),
+                "started"
+            );
             (self.on_start)();
         }
         let code = started.exit.await.unwrap_or(255);
+        tracing::info!(container = self.name(), code, "exited");
         *self.stdin.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // Drain the output before announcing the exit, so `docker wait`
         // followed by `docker logs` sees everything; a leaked descriptor

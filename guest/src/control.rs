@@ -1,18 +1,19 @@
-//! Milestones for the cradle VMM's control port.
+//! Milestones for the cradle VMM's control register.
 //!
-//! Encoding (one 32-bit `outl` to I/O port [`PORT`]):
+//! The VMM's protocol (`docs/vmm.md`, *Control register*): one 32-bit
+//! `outl` to I/O port [`PORT`] per message; bits 31:24 are the command.
 //!
 //! | value | meaning |
 //! |---|---|
-//! | `0x0000_0001` | cradle-init started (PID 1 running) |
-//! | `0x0000_0002` | a container's command was exec'd |
-//! | `0x0000_0003` | network configured |
-//! | `0x0000_0004` | vdocker listening |
-//! | `0x0000_0100 \| status` | the pod ended with exit status `status` (0..=255), power-off follows |
+//! | `0x0100_0001` | milestone: init started (PID 1 running) |
+//! | `0x0100_0002` | milestone: a container's command was exec'd |
+//! | `0x0100_0003` | milestone 3: network configured |
+//! | `0x0100_0004` | milestone 4: vdocker listening |
+//! | `0x0200_00SS` | the pod exited with status `SS` (0..=255); the VM stops and kcradle exits with it |
 //!
 //! Only written when the pod config sets `control_port` (the launcher does
-//! so for cradle VMs): on any other machine port 0x600 may belong to a real
-//! device.
+//! so for cradle VMs): on other machines port 0x600 may belong to a real
+//! device (on QEMU's q35 it is the ACPI PM block).
 
 /// The control port.
 pub const PORT: u16 = 0x600;
@@ -35,12 +36,14 @@ pub enum Milestone {
 impl Milestone {
     /// The 32-bit value written to the port.
     pub fn value(self) -> u32 {
+        const MILESTONE: u32 = 0x0100_0000;
+        const EXIT: u32 = 0x0200_0000;
         match self {
-            Milestone::InitStarted => 1,
-            Milestone::ContainerStarted => 2,
-            Milestone::NetworkUp => 3,
-            Milestone::VdockerListening => 4,
-            Milestone::Exit(s) => 0x100 | u32::from(s),
+            Milestone::InitStarted => MILESTONE | 1,
+            Milestone::ContainerStarted => MILESTONE | 2,
+            Milestone::NetworkUp => MILESTONE | 3,
+            Milestone::VdockerListening => MILESTONE | 4,
+            Milestone::Exit(s) => EXIT | u32::from(s),
         }
     }
 }
@@ -93,9 +96,10 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(Milestone::InitStarted.value(), 1);
-        assert_eq!(Milestone::Exit(3).value(), 0x103);
-        assert_eq!(Milestone::Exit(0).value(), 0x100);
+        assert_eq!(Milestone::InitStarted.value(), 0x0100_0001);
+        assert_eq!(Milestone::ContainerStarted.value(), 0x0100_0002);
+        assert_eq!(Milestone::Exit(42).value(), 0x0200_002a);
+        assert_eq!(Milestone::Exit(0).value(), 0x0200_0000);
         // A disabled port never touches the hardware.
         ControlPort::new(false).report(Milestone::InitStarted);
         assert!(!ControlPort::new(false).enabled());

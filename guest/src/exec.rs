@@ -35,7 +35,7 @@ pub struct ExecConfig {
     /// Initial terminal size `[height, width]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub console_size: Option<[u16; 2]>,
-    /// Accepted and ignored (all execs run with the container's rights).
+    /// Keep every capability (`docker exec --privileged`).
     pub privileged: bool,
     /// Accepted and ignored.
     pub detach_keys: String,
@@ -151,11 +151,13 @@ impl Exec {
                     Some(self.config.user.clone())
                 },
                 tty: self.config.tty,
+                privileged: self.config.privileged || self.container.config.privileged,
             },
         };
         let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
         let tty = if self.config.tty {
-            spawn::Tty::From(format!("/proc/{}/root/dev/pts/ptmx", st.pid).into())
+            let size = *self.size.lock().unwrap_or_else(|p| p.into_inner());
+            spawn::Tty::From(format!("/proc/{}/root/dev/pts/ptmx", st.pid).into(), size)
         } else {
             spawn::Tty::None
         };
@@ -167,11 +169,6 @@ impl Exec {
                     return Err(e.to_string());
                 }
             };
-        if let Some(pty) = &started.io.pty {
-            if let Some((h, w)) = *self.size.lock().unwrap_or_else(|p| p.into_inner()) {
-                let _ = spawn::resize(pty, h, w);
-            }
-        }
         *self.pty.lock().unwrap_or_else(|p| p.into_inner()) = started.io.pty.clone();
         self.state.lock().unwrap_or_else(|p| p.into_inner()).pid = started.target_pid.unwrap_or(0);
         let this = self.clone();

@@ -26,6 +26,7 @@ pub fn logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -144,6 +145,18 @@ fn load_modules(modules: &[PathBuf]) {
 /// processes, the mounts and the power to that init, and exits with the
 /// pod's status.
 pub fn run(config: Option<PathBuf>) -> ! {
+    if std::process::id() == 1 {
+        // A panic of the main thread must not become "Attempted to kill
+        // init": say why, then power off like any other end of the pod.
+        // (A panicking tokio task only loses that task.)
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("cradle-init: {info}");
+            if std::thread::current().name() == Some("main") {
+                nix::unistd::sync();
+                let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+            }
+        }));
+    }
     mount_basics();
     if std::process::id() == 1 {
         console();
@@ -161,7 +174,15 @@ pub fn run(config: Option<PathBuf>) -> ! {
         Ok(cfg) => {
             let control = ControlPort::new(cfg.control_port);
             control.report(Milestone::InitStarted);
-            load_modules(&cfg.modules);
+            let mut modules: Vec<PathBuf> =
+                std::fs::read_to_string(crate::initramfs::MODULES_ORDER)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(PathBuf::from)
+                    .collect();
+            modules.extend(cfg.modules.iter().cloned());
+            load_modules(&modules);
             if let Err(e) = nix::unistd::sethostname(cfg.hostname()) {
                 eprintln!("cradle-init: sethostname: {e}");
             }
@@ -213,6 +234,9 @@ async fn run_pod(cfg: PodConfig, control: ControlPort) -> i32 {
             return 1;
         }
     };
+    if serve && pod.addresses.is_empty() {
+        eprintln!("cradle-init: the pod has no addresses: vdocker is not served");
+    }
     if serve {
         let mut bound = 0;
         for addr in pod.addresses.clone() {
@@ -338,18 +362,36 @@ async fn wait_block(serial: &str) -> Option<PathBuf> {
 }
 
 async fn make_fs(fs_type: &str, dev: &Path) -> Result<(), PodError> {
-    let tool = format!("mkfs.{fs_type}");
-    let out = crate::reaper::output(std::process::Command::new(&tool).arg(dev), None)
-        .await
-        .map_err(|e| PodError::Source(format!("{tool}: {e}")))?;
-    if out.code != 0 {
-        return Err(PodError::Source(format!(
-            "{tool} {}: {}",
-            dev.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+    // busybox has no mkfs.ext2, only mke2fs (which makes ext2).
+    let mut tools = vec![format!("mkfs.{fs_type}")];
+    if fs_type == "ext2" {
+        tools.push("mke2fs".into());
     }
-    Ok(())
+    for tool in &tools {
+        let out = match crate::reaper::output(std::process::Command::new(tool).arg(dev), None).await
+        {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(PodError::Source(format!("{tool}: {e}"))),
+        };
+        if out.code != 0 {
+            return Err(PodError::Source(format!(
+                "{tool} {}: {}",
+                dev.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        tracing::info!(
+            "made a {fs_type} filesystem on {} with {tool}",
+            dev.display()
+        );
+        return Ok(());
+    }
+    Err(PodError::Source(format!(
+        "no {} in PATH to make a {fs_type} filesystem on {}",
+        tools.join(" or "),
+        dev.display()
+    )))
 }
 
 impl Sources for VmSources {
@@ -375,13 +417,16 @@ impl Sources for VmSources {
     }
 }
 
-/// Orderly end of the machine: report, TERM, grace, KILL, sync, unmount,
-/// power off.
+/// Orderly end of the machine: TERM, grace, KILL, sync, unmount, then the
+/// exit status on the control register (the cradle VMM stops the VM right
+/// there, so everything else comes first), then power off.
 fn shutdown(control: ControlPort, status: i32) -> ! {
+    crate::logs::flush_console(Duration::from_secs(2));
     eprintln!("cradle-init: pod exited with status {status}");
-    control.report(Milestone::Exit(status.clamp(0, 255) as u8));
+    let exit = Milestone::Exit(status.clamp(0, 255) as u8);
     if std::process::id() != 1 {
         nix::unistd::sync();
+        control.report(exit);
         std::process::exit(status)
     }
     // SAFETY: signalling every process but ourselves (kill(-1) skips PID 1).
@@ -398,6 +443,9 @@ fn shutdown(control: ControlPort, status: i32) -> ! {
         }
     }
     nix::unistd::sync();
+    // Let the serial console transmit what is queued before the VM stops.
+    let _ = nix::sys::termios::tcdrain(std::io::stderr());
+    control.report(exit);
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // Only reached if the kernel refused: PID 1 must not exit (panic).
     loop {

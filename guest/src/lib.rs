@@ -8,7 +8,8 @@
 //! * [`exec`], [`archive`], [`vdocker`]: `docker exec`, `docker cp` and the
 //!   HTTP API.
 //! * [`init`], [`net`], [`control`]: what only PID 1 in a VM does (mounts,
-//!   modules, netlink, control-port milestones, power-off).
+//!   modules, netlink, control-port milestones, power-off); [`initramfs`]
+//!   packs cradle-init as `/init` with its modules and the pod config.
 //!
 //! The same runtime also runs on an ordinary host (`cradle-init host`), which
 //! is how the docker CLI is tested against vdocker without booting a VM.
@@ -24,6 +25,7 @@ pub mod container;
 pub mod control;
 pub mod exec;
 pub mod init;
+pub mod initramfs;
 pub mod logs;
 pub mod net;
 pub mod pod;

@@ -126,7 +126,6 @@ impl Logs {
     }
 
     fn mirror_line(&self, inner: &mut Inner, stream: Stream, data: &[u8]) {
-        use std::io::Write;
         let partial = &mut inner.partial[stream as usize - 1];
         partial.extend_from_slice(data);
         if partial.ends_with(b"\n") || partial.len() > 4096 {
@@ -136,7 +135,7 @@ impl Logs {
             if !line.ends_with(b"\n") {
                 line.push(b'\n');
             }
-            let _ = std::io::stderr().write_all(&line);
+            console(line);
             partial.clear();
         }
     }
@@ -152,6 +151,69 @@ impl Logs {
             .collect();
         backlog.sort_by_key(|e| e.seq);
         Subscription { backlog, live }
+    }
+}
+
+/// Lines waiting for the console writer.
+const CONSOLE_BACKLOG: usize = 1024;
+
+/// Hands a line to the console writer thread. A serial console is slow
+/// (about 11 KB/s at 115200 baud): writing inline would throttle every
+/// container to it, so lines that do not fit in the backlog are dropped
+/// from the mirror (never from the logs) and counted.
+/// Lines handed to the console thread and not yet written.
+static CONSOLE_PENDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (up to `timeout`) until every mirrored line reached the console:
+/// called before cradle-init exits or powers off.
+pub fn flush_console(timeout: std::time::Duration) {
+    use std::sync::atomic::Ordering;
+    let deadline = std::time::Instant::now() + timeout;
+    while CONSOLE_PENDING.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn console(line: Vec<u8>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+    use std::sync::OnceLock;
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+    static TX: OnceLock<Option<SyncSender<Vec<u8>>>> = OnceLock::new();
+    let tx = TX.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Vec<u8>>(CONSOLE_BACKLOG);
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    let mut err = std::io::stderr().lock();
+                    let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                    if dropped > 0 {
+                        let _ = writeln!(err, "[console] {dropped} log lines not mirrored");
+                    }
+                    let _ = err.write_all(&line);
+                    drop(err);
+                    CONSOLE_PENDING.fetch_sub(1, Ordering::AcqRel);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    match tx {
+        Some(tx) => {
+            CONSOLE_PENDING.fetch_add(1, Ordering::AcqRel);
+            match tx.try_send(line) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    CONSOLE_PENDING.fetch_sub(1, Ordering::AcqRel);
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        None => {
+            let _ = std::io::stderr().write_all(&line);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cradle_guest::{archive, config::PodConfig, init, pod, reaper, shim, vdocker};
+use cradle_guest::{archive, config::PodConfig, init, logs, pod, reaper, shim, vdocker};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +33,30 @@ enum Cmd {
         #[arg(long)]
         run_dir: Option<PathBuf>,
     },
+    /// Write a guest initramfs: a cradle-init as /init, kernel modules (with
+    /// their dependencies) loaded first at boot, and optionally the pod config.
+    Initramfs {
+        /// Output file (newc cpio, uncompressed).
+        #[arg(long)]
+        out: PathBuf,
+        /// The cradle-init to pack [default: this binary].
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// The guest kernel's modules directory (`/lib/modules/VERSION`).
+        #[arg(long)]
+        kernel_modules: Option<PathBuf>,
+        /// Modules to include, comma-separated [default with --kernel-modules:
+        /// virtio_pci,virtio_net,virtio_blk,virtiofs,overlay].
+        #[arg(long, value_delimiter = ',', requires = "kernel_modules")]
+        modules: Vec<String>,
+        /// Append this pod config as /cradle/config.json.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also pack a host directory tree, `HOST_DIR:GUEST_DIR` (repeatable),
+        /// e.g. an image rootfs when there is no virtiofs.
+        #[arg(long = "tree", value_parser = parse_tree)]
+        trees: Vec<(PathBuf, String)>,
+    },
     /// PID-1 mode (what `/init` does when run without arguments as PID 1).
     Init {
         /// The pod config.
@@ -56,6 +80,26 @@ fn main() {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Init { config } => init::run(Some(config)),
+        Cmd::Initramfs {
+            out,
+            binary,
+            kernel_modules,
+            modules,
+            config,
+            trees,
+        } => {
+            let config = config.map(|c| match PodConfig::load(&c) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("cradle-init: {e}");
+                    std::process::exit(2);
+                }
+            });
+            if let Err(e) = write_initramfs(&out, binary, kernel_modules, modules, config, &trees) {
+                eprintln!("cradle-init: {e:#}");
+                std::process::exit(1);
+            }
+        }
         Cmd::Host {
             config,
             listen,
@@ -70,7 +114,10 @@ fn main() {
                 }
             };
             match host(config, listen, run_dir) {
-                Ok(status) => std::process::exit(status),
+                Ok(status) => {
+                    logs::flush_console(std::time::Duration::from_secs(2));
+                    std::process::exit(status)
+                }
                 Err(e) => {
                     eprintln!("cradle-init: {e:#}");
                     std::process::exit(1);
@@ -78,6 +125,54 @@ fn main() {
             }
         }
     }
+}
+
+fn parse_tree(s: &str) -> Result<(PathBuf, String), String> {
+    match s.split_once(':') {
+        Some((h, g)) if !h.is_empty() && g.starts_with('/') => {
+            Ok((PathBuf::from(h), g.to_string()))
+        }
+        _ => Err(format!("{s:?} is not HOST_DIR:/GUEST_DIR")),
+    }
+}
+
+fn write_initramfs(
+    out: &std::path::Path,
+    binary: Option<PathBuf>,
+    kernel_modules: Option<PathBuf>,
+    mut modules: Vec<String>,
+    config: Option<PodConfig>,
+    trees: &[(PathBuf, String)],
+) -> anyhow::Result<()> {
+    use cradle_guest::initramfs;
+    use std::io::Write;
+    let binary = match binary {
+        Some(b) => b,
+        None => std::env::current_exe().context("locating this binary")?,
+    };
+    let index = match &kernel_modules {
+        Some(dir) => Some(cradle_initramfs::ModuleIndex::load(dir)?),
+        None => None,
+    };
+    if modules.is_empty() {
+        modules = initramfs::DEFAULT_MODULES
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+    }
+    let mut fs = initramfs::base(&binary, index.as_ref().map(|i| (i, &modules[..])))?;
+    for (host, guest) in trees {
+        initramfs::add_tree(&mut fs, host, guest)?;
+    }
+    let mut data = fs.write_to(Vec::new())?;
+    if let Some(cfg) = &config {
+        data.extend(initramfs::config_archive(cfg)?);
+    }
+    let mut f =
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    f.write_all(&data)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
 }
 
 fn host(

@@ -5,6 +5,7 @@
 
 use crate::config::{parse_cidr, NetworkConfig};
 use futures_util::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlag};
 use rtnetlink::Handle;
 use std::time::Duration;
 
@@ -94,7 +95,16 @@ async fn apply(handle: &Handle, cfg: &NetworkConfig) -> Result<(), NetError> {
         }
         for a in &iface.addresses {
             let (ip, prefix) = parse_cidr(a).map_err(NetError::Address)?;
-            if let Err(e) = handle.address().add(index, ip, prefix).execute().await {
+            let mut req = handle.address().add(index, ip, prefix);
+            if ip.is_ipv6() {
+                // The launcher hands out unique addresses: skip duplicate
+                // address detection, or the address stays tentative for a
+                // second and vdocker cannot bind it yet.
+                req.message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(vec![AddressFlag::Nodad]));
+            }
+            if let Err(e) = req.execute().await {
                 if !is_exists(&e) {
                     return Err(nl(format!("adding {a} to {}", iface.name))(e));
                 }

@@ -53,6 +53,37 @@ pub struct ProcessSpec {
     pub user: Option<String>,
     /// stdin/stdout/stderr are a pty slave that becomes the controlling tty.
     pub tty: bool,
+    /// Keep every capability; otherwise the bounding set is cut to
+    /// Docker's default ([`DOCKER_CAPS`]).
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+/// Docker's default capabilities: CHOWN, DAC_OVERRIDE, FOWNER, FSETID,
+/// KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT,
+/// MKNOD, AUDIT_WRITE, SETFCAP (`CapBnd: 00000000a80425fb`).
+pub const DOCKER_CAPS: u64 = 0xa804_25fb;
+
+/// Drops every capability outside `keep` from the bounding set, so the
+/// command (root or not) can never hold them.
+fn limit_capabilities(keep: u64) -> std::io::Result<()> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in 0..=last.min(63) {
+        if keep & (1 << cap) == 0 {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+                let e = std::io::Error::last_os_error();
+                // EINVAL: a capability this kernel does not know.
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Spec of `__shim`.
@@ -414,6 +445,12 @@ fn exec_command(p: &ProcessSpec) -> ! {
         .iter()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
+    // Needs CAP_SETPCAP: before giving up root.
+    if !p.privileged {
+        if let Err(e) = limit_capabilities(DOCKER_CAPS) {
+            fail(format!("dropping capabilities: {e}"), 1)
+        }
+    }
     let ids = nix::unistd::setgroups(&groups)
         .and_then(|()| nix::unistd::setgid(nix::unistd::Gid::from_raw(user.gid)))
         .and_then(|()| nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid)));

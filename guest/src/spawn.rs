@@ -27,8 +27,9 @@ pub enum Tty {
     /// No terminal: pipes.
     None,
     /// A pty opened here through this `ptmx` (for exec: the container's
-    /// `/proc/PID/root/dev/pts/ptmx`).
-    From(std::path::PathBuf),
+    /// `/proc/PID/root/dev/pts/ptmx`), with this initial size (rows,
+    /// columns), set before the command starts.
+    From(std::path::PathBuf, Option<(u16, u16)>),
     /// The container shim opens it in the container's new devpts and sends
     /// the master back on fd [`shim::PTY_FD`].
     InShim,
@@ -101,9 +102,12 @@ pub async fn spawn_shim(
     let mut pty_master = None;
     let mut pty_socket = None;
     match &tty {
-        Tty::From(ptmx) => {
+        Tty::From(ptmx, size) => {
             let (master, slave) =
                 crate::pty::open(ptmx).map_err(|e| SpawnError::Os("open pty", e))?;
+            if let Some((h, w)) = size {
+                resize(&master, *h, *w).map_err(|e| SpawnError::Os("pty size", e))?;
+            }
             let slave = |_| slave.try_clone().map_err(|e| SpawnError::Os("dup pty", e));
             cmd.stdin(Stdio::from(slave(0)?))
                 .stdout(Stdio::from(slave(1)?))

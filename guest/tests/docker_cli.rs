@@ -10,7 +10,7 @@ use std::time::Duration;
 const POD: &str = r#"{"version":1,"id":"cli","hostname":"clihost","shutdown_grace_secs":2,
   "containers":[
     {"name":"main","image":{"rootfs":{"dir":"ROOTFS"},"reference":"busybox:test"},
-     "process":{"cmd":["sh","-c","echo out1; echo err1 >&2; trap 'echo caught-term; exit 0' TERM; while :; do sleep 0.1; done"],
+     "process":{"cmd":["sh","-c","trap 'echo caught-term; exit 0' TERM; echo out1; echo err1 >&2; while :; do sleep 0.1; done"],
                 "env":["GREETING=hello"],"workdir":"/data"}},
     {"name":"short","image":{"rootfs":{"dir":"ROOTFS"}},
      "process":{"cmd":["sh","-c","exit 3"]}},
@@ -75,6 +75,10 @@ fn logs_streams_tail_timestamps_and_follow() {
     // --since after everything was written gives nothing.
     let none = ok(p.docker(&["logs", "--since", "2999-01-01T00:00:00Z", "counter"]));
     assert_eq!(none, "");
+    let all = ok(p.docker(&["logs", "--since", "2000-01-01T00:00:00Z", "counter"]));
+    assert_eq!(all.lines().count(), 5);
+    let before = ok(p.docker(&["logs", "--until", "2000-01-01T00:00:00Z", "counter"]));
+    assert_eq!(before, "");
 }
 
 #[test]
@@ -113,6 +117,16 @@ fn exec_with_piped_stdin_env_and_exit_codes() {
     assert!(ps.starts_with("clihost\n"), "{ps}");
     let missing = p.docker(&["exec", "main", "nosuchcmd"]);
     assert_eq!(missing.status.code(), Some(127), "{}", err_text(&missing));
+    ok(p.docker(&["exec", "-d", "main", "sh", "-c", "echo detached > /tmp/d"]));
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = text(&p.docker(&["exec", "main", "cat", "/tmp/d"]));
+        if !seen.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, "detached\n");
     let stopped = p.docker(&["exec", "short", "true"]);
     assert!(!stopped.status.success());
     assert!(
@@ -127,12 +141,17 @@ fn exec_tty_under_a_pseudo_terminal() {
     let p = start();
     let mut cmd = std::process::Command::new("timeout");
     cmd.args(["60", "script", "-qec"])
-        .arg(p.docker_cmdline("exec -t main sh -c 'tty; echo term=$TERM; exit 4'"))
+        .arg(format!(
+            "stty rows 40 cols 120; {}",
+            p.docker_cmdline("exec -t main sh -c 'tty; stty size; echo term=$TERM; exit 4'")
+        ))
         .arg("/dev/null");
     let out = common::run(cmd, None);
     let t = text(&out);
     assert!(t.contains("/dev/pts/"), "{t} {}", err_text(&out));
     assert!(t.contains("term=xterm"), "{t}");
+    // The CLI's terminal size reached the exec's pty.
+    assert!(t.contains("40 120"), "{t}");
     assert_eq!(out.status.code(), Some(4), "{t}");
 }
 
@@ -178,6 +197,22 @@ fn cp_a_tree_both_ways() {
         std::fs::read_link(dst.join("l")).unwrap().to_str(),
         Some("d/f")
     );
+    // -a keeps the owner from the archive; without it files belong to root.
+    let owned = p.dir.path().join("owned");
+    std::fs::write(&owned, "mine").unwrap();
+    std::os::unix::fs::chown(&owned, Some(4321), Some(4322)).unwrap();
+    ok(p.docker(&["cp", "-a", owned.to_str().unwrap(), "main:/data/owned-a"]));
+    ok(p.docker(&["cp", owned.to_str().unwrap(), "main:/data/owned-root"]));
+    let owners = ok(p.docker(&[
+        "exec",
+        "main",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/data/owned-a",
+        "/data/owned-root",
+    ]));
+    assert_eq!(owners, "4321:4322\n0:0\n");
     // A single file out, into a new name.
     let one = p.dir.path().join("hostname.txt");
     ok(p.docker(&["cp", "main:/etc/hostname", one.to_str().unwrap()]));
@@ -212,6 +247,7 @@ fn kill_wait_and_signal_forwarding() {
 #[test]
 fn attach_feeds_stdin_and_returns_the_exit_code() {
     let p = start();
+    p.wait_running("echoer");
     let out = p.docker_with_stdin(&["attach", "echoer"], Some(b"ping\nquit\n"));
     assert_eq!(text(&out), "got:ping\ngot:quit\n", "{}", err_text(&out));
     assert_eq!(out.status.code(), Some(5));
@@ -229,6 +265,8 @@ fn unknown_endpoint_gives_a_docker_error() {
     );
     let v = ok(p.docker(&["version", "--format", "{{.Server.APIVersion}}"]));
     assert_eq!(v.trim(), "1.43");
+    let info = ok(p.docker(&["info", "--format", "{{.Name}} {{.Containers}} {{.OSType}}"]));
+    assert_eq!(info.trim(), "clihost 5 linux");
 }
 
 #[test]
@@ -239,6 +277,7 @@ fn attach_to_a_tty_container_under_a_pseudo_terminal_with_resize() {
          "process":{"cmd":["sh","-c","read l; stty size; echo got:$l; exit 6"],"tty":true,"open_stdin":true}},
         {"name":"keeper","image":{"rootfs":{"dir":"ROOTFS"}},"process":{"cmd":["sleep","600"]}}]}"#,
     );
+    p.wait_running("tb");
     // script gives docker a terminal of 33x99, which attach sends as a
     // resize; the typed line arrives through the container's pty.
     let mut cmd = std::process::Command::new("sh");

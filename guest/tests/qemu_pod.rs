@@ -1,7 +1,10 @@
 //! cradle-init in a real Linux guest (QEMU TCG through the test bed): it
-//! loads a module, configures the network over netlink, runs a busybox
-//! container from a rootfs in the initramfs, and the host's docker CLI
-//! reaches vdocker on port 1 through a user-mode network forward.
+//! loads modules, configures the network over netlink, runs a busybox
+//! container from an image served over virtiofs (the reference `virtiofsd`)
+//! or from the initramfs, and the host's docker CLI reaches vdocker on
+//! port 1 through a user-mode network forward.
+
+mod common;
 
 use cradle_testbed::QemuGuest;
 use std::process::Command;
@@ -11,6 +14,14 @@ fn overlay_module() -> std::path::PathBuf {
     let kernel = cradle_testbed::Kernel::debian().expect("Debian cloud kernel");
     kernel.modules.join("kernel/fs/overlayfs/overlay.ko")
 }
+
+/// On a loaded host, TCG can be too slow for the kernel's IO-APIC timer
+/// check, which then panics at boot ("IO-APIC + timer doesn't work").
+const TCG_CMDLINE: &str = "no_timer_check";
+
+/// What qemu-storage-daemon's vhost-user-blk export answers to GET_ID,
+/// i.e. the serial the guest sees in `/sys/block/vda/serial`.
+const BLK_SERIAL: &str = "vhost_user_blk";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -61,34 +72,96 @@ const CONFIG: &str = r#"{"version":1,"id":"vmpod","hostname":"vmpod",
       "addresses":["169.254.100.15/24","169.254.100.20/24","fd00::15/64"]}],
     "gateway":"169.254.100.2","nameservers":["169.254.100.3"]},
   "modules":["/cradle/overlay.ko"],
+  "volumes":[{"name":"scratch","source":{"block":{"serial":"SERIAL","fs_type":"ext2","mkfs":true}}}],
   "shutdown_grace_secs":3,
-  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"dir":"/img"}},
-    "process":{"cmd":["sh","-c","echo hello from the guest; trap 'echo bye; exit 3' TERM; while :; do sleep 0.2; done"]}}]}"#;
+  "containers":[{"name":"web","critical":true,"image":{"rootfs":{"virtiofs":"img"},"upper_volume":"scratch"},
+    "process":{"cmd":["sh","-c","trap 'echo bye; exit 3' TERM; echo hello from the guest; while :; do sleep 0.2; done"]}}]}"#;
 
-/// Builds the image rootfs from the initramfs's busybox, then runs
-/// cradle-init's PID-1 code under the test bed's init.
+/// Runs cradle-init's PID-1 code under the test bed's init.
 const SCRIPT: &str = r#"
-mkdir -p /img/bin /img/etc /img/root
-cp /bin/busybox /img/bin/busybox
-for a in $(busybox --list); do [ "$a" = busybox ] || ln -s busybox /img/bin/$a; done
-echo 'root:x:0:0:root:/root:/bin/sh' > /img/etc/passwd
-echo 'root:x:0:' > /img/etc/group
 lsmod | grep -q '^overlay' && echo overlay-preloaded
 /usr/bin/cradle-init init --config /cradle/config.json
 echo "pod-status=$?"
 lsmod | grep -q '^overlay' && echo overlay-loaded
 grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts && echo cgroup2-mounted
 grep -q ' /dev/mqueue mqueue ' /proc/mounts && echo mqueue-mounted
+grep ' /cradle/volumes/scratch ' /proc/mounts | cut -d' ' -f1,3
+echo "upper: $(cat /cradle/volumes/scratch/web/upper/etc/motd)"
 ip addr show eth0
 "#;
+
+/// The reference virtiofsd serving `dir` on `socket`, killed on drop.
+struct Virtiofsd(std::process::Child);
+
+impl Virtiofsd {
+    fn start(dir: &std::path::Path, socket: &std::path::Path) -> Self {
+        // On PATH, where `cargo install virtiofsd` puts it, or Debian's.
+        let cargo_bin = std::env::var("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|_| std::env::var("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+            .map(|d| d.join("bin/virtiofsd"))
+            .unwrap_or_default();
+        let bin = [
+            std::path::PathBuf::from("virtiofsd"),
+            cargo_bin,
+            std::path::PathBuf::from("/usr/libexec/virtiofsd"),
+        ]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .expect("virtiofsd is needed (cargo install virtiofsd)");
+        let child = Command::new(bin)
+            .arg("--shared-dir")
+            .arg(dir)
+            .arg("--socket-path")
+            .arg(socket)
+            .args(["--sandbox", "none", "--cache", "auto"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "virtiofsd did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Virtiofsd(child)
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[test]
 fn qemu_cradle_init_serves_docker_exec_and_logs() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, CONFIG.replace("SERIAL", BLK_SERIAL)).unwrap();
+    let image = common::busybox_rootfs(dir.path());
+    // A blank disk for the container's writable layer, made ext2 by
+    // cradle-init (mkfs on a blank volume), found by its serial.
+    let disk = dir.path().join("scratch.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let blk_socket = dir.path().join("blk.sock");
+    let _qsd =
+        cradle_testbed::peers::QemuStorageDaemon::vhost_user_blk(&disk, &blk_socket, 1, true)
+            .expect("qemu-storage-daemon");
+    std::fs::write(image.join("etc/motd"), "served over virtiofs\n").unwrap();
+    let socket = dir.path().join("fs.sock");
+    let _fs = Virtiofsd::start(&image, &socket);
     let guest = QemuGuest::new()
+        .cmdline(TCG_CMDLINE)
+        .vhost_user_fs(&socket, "img")
+        .vhost_user_blk(&blk_socket, 1)
         .memory_mib(512)
         .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
         .file(&cfg, "/cradle/config.json")
@@ -130,6 +203,25 @@ fn qemu_cradle_init_serves_docker_exec_and_logs() {
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout),
         "42\nvmpod\nnameserver 169.254.100.3\n"
+    );
+    // vdocker also listens on the pod's other addresses, v4 and v6 (the
+    // container shares the pod's network).
+    let other = docker(
+        port,
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "wget -qO- http://169.254.100.20:1/_ping; echo; wget -qO- 'http://[fd00::15]:1/_ping'",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "OK\nOK",
+        "{}",
+        out(&other)
     );
     let piped = docker(port, &["exec", "-i", "web", "wc", "-c"], Some("12345"));
     assert_eq!(
@@ -185,10 +277,11 @@ const PID1_CONFIG: &str = r#"{"version":1,"id":"pid1pod","hostname":"pid1pod",
     "/lib/modules/virtio_net.ko","/cradle/overlay.ko"],
   "shutdown_grace_secs":3,
   "containers":[{"name":"web","critical":true,"image":{"rootfs":{"dir":"/img"}},
-    "process":{"cmd":["/bin/busybox","sh","-c","echo pid1 container up; trap 'echo bye; exit 4' TERM; while :; do sleep 0.2; done"]}}]}"#;
+    "process":{"cmd":["/bin/busybox","sh","-c","trap 'echo bye; exit 4' TERM; echo pid1 container up; while :; do sleep 0.2; done"]}}]}"#;
 
 /// cradle-init as the kernel's init (`rdinit=`), no test bed script: it
-/// mounts the basic filesystems itself, loads the virtio-net driver stack
+/// reads its config from the path given by `cradle.config=`, mounts the
+/// basic filesystems itself, loads the virtio-net driver stack
 /// (the test bed puts the modules in the initramfs for `user_net`, and
 /// only its own init would load them), and powers the machine off when the
 /// pod ends. The test bed reports a guest that powered off without its
@@ -203,9 +296,11 @@ fn qemu_pid1_cradle_init_runs_the_pod_and_powers_off() {
     std::fs::write(dir.path().join("group"), "root:x:0:\n").unwrap();
     let guest = QemuGuest::new()
         .memory_mib(512)
-        .cmdline("rdinit=/usr/bin/cradle-init")
+        .cmdline(&format!(
+            "{TCG_CMDLINE} rdinit=/usr/bin/cradle-init cradle.config=/etc/pod.json"
+        ))
         .binary_at(env!("CARGO_BIN_EXE_cradle-init"), "/usr/bin/cradle-init")
-        .file(&cfg, "/cradle/config.json")
+        .file(&cfg, "/etc/pod.json")
         .file(overlay_module(), "/cradle/overlay.ko")
         .file("/bin/busybox", "/img/bin/busybox")
         .file(dir.path().join("passwd"), "/img/etc/passwd")

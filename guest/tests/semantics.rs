@@ -85,7 +85,7 @@ fn critical_exit_ends_the_pod_and_stops_the_others() {
         r#"{"name":"sidecar","image":{"rootfs":{"dir":"ROOTFS"}},
             "process":{"cmd":["sh","-c","trap 'echo sidecar-term; exit 0' TERM; while :; do sleep 0.1; done"]}},
            {"name":"main","critical":true,"image":{"rootfs":{"dir":"ROOTFS"}},
-            "process":{"cmd":["sh","-c","sleep 0.5; exit 9"]}}"#,
+            "process":{"cmd":["sh","-c","sleep 1; exit 9"]}}"#,
     ));
     let start = std::time::Instant::now();
     assert_eq!(p.wait(Duration::from_secs(30)), 9, "{}", p.console());
@@ -103,7 +103,7 @@ fn critical_exit_ends_the_pod_and_stops_the_others() {
 fn orphans_are_reaped_by_the_namespace_init() {
     let mut p = HostPod::start(&pod(
         r#"{"name":"z","critical":true,"image":{"rootfs":{"dir":"ROOTFS"}},
-            "process":{"cmd":["sh","-c","sh -c 'sleep 0.5 & echo $! > /orphan'; sleep 0.2; o=$(cat /orphan); echo ppid=$(cut -d' ' -f4 /proc/$o/stat); sleep 1; if [ -e /proc/$o ]; then echo zombie=$(cut -d' ' -f3 /proc/$o/stat); else echo reaped; fi"]}}"#,
+            "process":{"cmd":["sh","-c","sh -c 'sleep 3 & echo $! > /orphan'; o=$(cat /orphan); echo ppid=$(cut -d' ' -f4 /proc/$o/stat); while [ -e /proc/$o ] && [ \"$(cut -d' ' -f3 /proc/$o/stat 2>/dev/null)\" != Z ]; do sleep 0.05; done; sleep 0.5; if [ -e /proc/$o ]; then echo zombie=$(cut -d' ' -f3 /proc/$o/stat); else echo reaped; fi"]}}"#,
     ));
     assert_eq!(p.wait(Duration::from_secs(30)), 0, "{}", p.console());
     let c = p.console();
@@ -167,4 +167,92 @@ fn volumes_overlay_upper_on_a_volume_and_plain_dir_roots() {
         "plain\n"
     );
     assert!(!root.join("in-upper").exists());
+}
+
+#[test]
+fn docker_default_capabilities_unless_privileged() {
+    let mut p = HostPod::start(&pod(
+        r#"{"name":"plain","image":{"rootfs":{"dir":"ROOTFS"}},
+            "process":{"cmd":["sh","-c","grep CapBnd /proc/self/status; mkdir -p /m; mount -t tmpfs none /m 2>/dev/null && echo plain-mounted || echo plain-refused"]}},
+           {"name":"priv","privileged":true,"image":{"rootfs":{"dir":"ROOTFS"}},
+            "process":{"cmd":["sh","-c","mkdir -p /m; mount -t tmpfs none /m && echo priv-mounted"]}}"#,
+    ));
+    assert_eq!(p.wait(Duration::from_secs(30)), 0, "{}", p.console());
+    let c = p.console();
+    assert!(c.contains("[plain] CapBnd:\t00000000a80425fb"), "{c}");
+    assert!(c.contains("[plain] plain-refused"), "{c}");
+    assert!(c.contains("[priv] priv-mounted"), "{c}");
+}
+
+#[test]
+fn initramfs_subcommand_packs_init_modules_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pod.json");
+    std::fs::write(
+        &cfg,
+        r#"{"version":1,"id":"p","containers":[{"name":"a","image":{"rootfs":{"dir":"/img"}},"process":{"cmd":["true"]}}]}"#,
+    )
+    .unwrap();
+    let kernel = cradle_testbed::Kernel::debian().expect("Debian cloud kernel");
+    let out = dir.path().join("initrd.cpio");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
+        .args(["initramfs", "--out"])
+        .arg(&out)
+        .arg("--kernel-modules")
+        .arg(&kernel.modules)
+        .args(["--modules", "virtio_net,overlay", "--config"])
+        .arg(&cfg)
+        .arg("--tree")
+        .arg(format!(
+            "{}:/img",
+            common::busybox_rootfs(dir.path()).display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let list = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("cpio -t --quiet < {}", out.display()))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    for want in [
+        "init",
+        "img/bin/busybox",
+        "img/bin/sh",
+        "img/etc/passwd",
+        "lib/modules/virtio_net.ko",
+        "lib/modules/net_failover.ko",
+        "lib/modules/overlay.ko",
+        "cradle/modules.order",
+    ] {
+        assert!(names.lines().any(|l| l == want), "{want}: {names}");
+    }
+    // The config is a second archive after the first one's trailer.
+    let data = std::fs::read(&out).unwrap();
+    let tail = String::from_utf8_lossy(&data[data.len().saturating_sub(2048)..]).into_owned();
+    let at = tail
+        .find("cradle/config.json")
+        .expect("config archive at the end");
+    assert!(tail[at..].contains("\"id\": \"p\""), "{tail}");
+    assert!(tail[at..].contains("TRAILER!!!"), "{tail}");
+    // A bad tree argument and a bad config are usage errors.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
+        .args(["initramfs", "--out", "/dev/null", "--tree", "relative"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    std::fs::write(&cfg, "{}").unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_cradle-init"))
+        .args(["initramfs", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }

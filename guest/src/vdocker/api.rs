@@ -154,7 +154,7 @@ pub fn list(pod: &Pod, req: &Req) -> Resp {
     let items: Vec<Value> = pod
         .containers
         .iter()
-        .filter(|c| all || c.state().status == Status::Running)
+        .filter(|c| all || matches!(c.state().status, Status::Running | Status::Restarting))
         .map(|c| {
             json!({
                 "Id": c.id,
@@ -247,7 +247,7 @@ pub fn inspect(pod: &Pod, c: &Container) -> Resp {
                     "MaximumRetryCount": c.config.restart.max_restarts.unwrap_or(0),
                 },
                 "AutoRemove": false,
-                "Privileged": false,
+                "Privileged": c.config.privileged,
                 "ReadonlyRootfs": false,
                 "LogConfig": {"Type": "cradle-ring", "Config": {}},
             },
@@ -334,9 +334,10 @@ pub fn wait(c: Arc<Container>, req: &Req) -> Resp {
     let mut w = c.watch();
     tokio::spawn(async move {
         let start = c.state();
-        // not-running answers at once for a container that is not running;
-        // next-exit (and a running container) wait for the next exit.
-        let immediate = condition != "next-exit" && start.status != Status::Running;
+        // not-running answers at once for a container that has exited;
+        // next-exit, and a container not yet started, running or about to
+        // restart, wait for the next exit.
+        let immediate = condition != "next-exit" && start.status == Status::Exited;
         let done = |s: &crate::container::State| immediate || s.exits > start.exits;
         loop {
             let st = c.state();

@@ -124,7 +124,12 @@ pub async fn put(c: &Container, req: Req) -> Resp {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let mut cmd = helper(c, "put", &path);
+    let op = if Query::of(&req).flag("copyUIDGID", false) {
+        "put-owners"
+    } else {
+        "put"
+    };
+    let mut cmd = helper(c, op, &path);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -42,6 +42,7 @@ struct Selection {
     stdout: bool,
     stderr: bool,
     since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Selection {
@@ -50,7 +51,7 @@ impl Selection {
             Stream::Stdout => self.stdout,
             Stream::Stderr => self.stderr,
         };
-        stream && self.since.is_none_or(|s| e.time >= s)
+        stream && self.since.is_none_or(|s| e.time >= s) && self.until.is_none_or(|u| e.time < u)
     }
 }
 
@@ -72,6 +73,7 @@ pub fn logs(c: Arc<Container>, req: &Req) -> Resp {
         stdout: q.flag("stdout", false),
         stderr: q.flag("stderr", false),
         since: q.get("since").and_then(parse_since),
+        until: q.get("until").and_then(parse_since),
     };
     if !sel.stdout && !sel.stderr {
         return error(
@@ -155,8 +157,10 @@ where
     hijack_response(tty)
 }
 
-/// Copies the client's input into a process's stdin, closing it at EOF.
-async fn feed_stdin(mut rd: impl AsyncRead + Unpin, stdin: Arc<Mutex<std::fs::File>>, close: bool) {
+/// Copies the client's input into a process's stdin. At EOF the process
+/// sees EOF only if this was the last holder of the file (an exec's stdin;
+/// a container keeps its own handle, as Docker keeps stdin open).
+async fn feed_stdin(mut rd: impl AsyncRead + Unpin, stdin: Arc<Mutex<std::fs::File>>) {
     let mut buf = vec![0u8; 16384];
     let mut stdin = Some(stdin);
     loop {
@@ -178,9 +182,7 @@ async fn feed_stdin(mut rd: impl AsyncRead + Unpin, stdin: Arc<Mutex<std::fs::Fi
             stdin = None;
         }
     }
-    if close {
-        drop(stdin);
-    }
+    drop(stdin);
 }
 
 pub fn attach(c: Arc<Container>, mut req: Req) -> Resp {
@@ -190,6 +192,7 @@ pub fn attach(c: Arc<Container>, mut req: Req) -> Resp {
         stdout: q.flag("stdout", false),
         stderr: q.flag("stderr", false),
         since: None,
+        until: None,
     };
     let replay = q.flag("logs", false);
     let stream = q.flag("stream", false);
@@ -202,7 +205,7 @@ pub fn attach(c: Arc<Container>, mut req: Req) -> Resp {
             if let Some(stdin) = c.stdin() {
                 // Docker keeps the container's stdin open when an attach
                 // ends (StdinOnce is not supported).
-                tokio::spawn(feed_stdin(rd, stdin, false));
+                tokio::spawn(feed_stdin(rd, stdin));
             }
         }
         if replay {
@@ -245,12 +248,7 @@ struct StartConfig {
 }
 
 pub async fn exec_start(e: Arc<Exec>, mut req: Req) -> Resp {
-    if !req.headers().contains_key(header::UPGRADE) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "this endpoint needs a hijacked connection (Connection: Upgrade, Upgrade: tcp)",
-        );
-    }
+    let upgrade = req.headers().contains_key(header::UPGRADE);
     let on = hyper::upgrade::on(&mut req);
     let body = match http::body_bytes(req, 1 << 16).await {
         Ok(b) => b,
@@ -269,6 +267,12 @@ pub async fn exec_start(e: Arc<Exec>, mut req: Req) -> Resp {
             }
         }
     };
+    if !cfg.detach && !upgrade {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "this endpoint needs a hijacked connection (Connection: Upgrade, Upgrade: tcp)",
+        );
+    }
     if let Some([h, w]) = cfg.console_size {
         let _ = e.resize(h, w);
     }
@@ -309,7 +313,7 @@ pub async fn exec_start(e: Arc<Exec>, mut req: Req) -> Resp {
         let (rd, mut wr) = tokio::io::split(up);
         match stdin {
             Some(s) => {
-                tokio::spawn(feed_stdin(rd, s, true));
+                tokio::spawn(feed_stdin(rd, s));
             }
             None => drop(rd),
         }

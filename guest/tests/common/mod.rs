@@ -136,6 +136,19 @@ impl HostPod {
         }
     }
 
+    /// Polls `docker inspect` until the container runs.
+    pub fn wait_running(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while text(&self.docker(&["inspect", "-f", "{{.State.Running}}", name])).trim() != "true" {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never ran: {}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn console(&self) -> String {
         self.console.lock().unwrap().clone()
     }
