@@ -419,7 +419,10 @@ impl QemuGuest {
         .arg(initrd)
         .args([
             "-append",
-            &format!("console=ttyS0 panic=-1 quiet no_timer_check {}", self.cmdline),
+            &format!(
+                "console=ttyS0 panic=-1 quiet no_timer_check {}",
+                self.cmdline
+            ),
         ])
         .args([
             "-display",
