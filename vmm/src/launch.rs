@@ -6,11 +6,13 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::arch::x86_64::acpi::ACPI_SLEEP_CONTROL_PORT;
 use crate::boot::{BootError, LinuxBoot};
 use crate::config::{ConfigError, SerialConfig, VmConfig};
 use crate::control::{
     ControlDevice, CONTROL_MMIO_BASE, CONTROL_MMIO_LEN, CONTROL_PORT, CONTROL_PORT_LEN,
 };
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::bus::BusError;
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
@@ -82,9 +84,10 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
     })
 }
 
-/// The platform devices on their buses: COM1 (`console`), the i8042 and
-/// the control register (by port and by MMIO), the latter two raising
-/// `exit`; milestones are timed from `started`.
+/// The platform devices on their buses: COM1 (`console`), the i8042, the
+/// ACPI sleep control register and the control register (by port and by
+/// MMIO), all but COM1 able to end the VM through `exit`; milestones are
+/// timed from `started`.
 pub fn platform_buses<W: Write + Send + 'static>(
     console: SerialConsole<W>,
     exit: &Arc<ExitSignal>,
@@ -103,6 +106,11 @@ pub fn platform_buses<W: Write + Send + 'static>(
             u64::from(I8042_PORT),
             u64::from(I8042_PORT_LEN),
             Box::new(I8042::new(exit.clone())),
+        )?;
+        pio.insert(
+            u64::from(ACPI_SLEEP_CONTROL_PORT),
+            1,
+            Box::new(AcpiPm::new(exit.clone())),
         )?;
         pio.insert(
             u64::from(CONTROL_PORT),

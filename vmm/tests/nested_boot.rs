@@ -35,11 +35,13 @@ fn boot_script(cpus: u8) -> String {
 fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     let kernel = Kernel::debian().unwrap();
     let l2 = QemuGuest::new().standalone_initramfs(L2_SCRIPT).unwrap();
+    // L1 needs as many CPUs as L2: kcradle refuses more vCPUs than host CPUs.
     let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
         .binary_at(KCRADLE, "/usr/bin/kcradle")
         .l2_kernel(&kernel)
         .l2_initramfs(&l2)
-        .run(&boot_script(1))
+        .run(&boot_script(2))
         .unwrap();
     let out = &run.output;
     let lines: Vec<&str> = out.lines().collect();
@@ -51,7 +53,8 @@ fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     );
     assert_eq!(lines.get(1), Some(&"l2-in-kcradle"), "{out}");
     assert_eq!(lines.get(2), Some(&kernel.version.as_str()), "{out}");
-    assert_eq!(lines.get(3), Some(&"1"), "{out}");
+    // Both vCPUs, found through the ACPI MADT.
+    assert_eq!(lines.get(3), Some(&"2"), "{out}");
     assert!(out.contains("init-started"), "{out}");
     assert!(!out.contains("not-reached"), "{out}");
     eprintln!(

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cradle_vmm::arch::x86_64::acpi::ACPI_SLEEP_CONTROL_PORT;
 use cradle_vmm::arch::x86_64::lapic::{delivery_mode, read_lapic_reg, APIC_LVT0, APIC_LVT1};
 use cradle_vmm::arch::x86_64::layout::HIMEM_START;
 use cradle_vmm::control::{
@@ -109,6 +110,24 @@ fn exit_status_through_the_mmio_control_register() {
         .finish();
     let (reason, _) = run_payload(1, &code);
     assert_eq!(reason, ExitReason::Status(9));
+}
+
+#[test]
+fn acpi_s5_power_off_ends_the_vm_with_status_0() {
+    if !have_kvm() {
+        return;
+    }
+    // SLP_EN | SLP_TYP=5 to the FADT's sleep control register.
+    let code = Asm::new(CodeMode::Long)
+        .out_imm8(0x08, 0) // a write to an unclaimed port is harmless
+        .mov_dx(ACPI_SLEEP_CONTROL_PORT)
+        .mov_al((1 << 5) | (5 << 2))
+        .out_dx_al()
+        .halt_loop()
+        .finish();
+    let (reason, _) = run_payload(1, &code);
+    assert_eq!(reason, ExitReason::PowerOff);
+    assert_eq!(reason.exit_status(), 0);
 }
 
 #[test]
