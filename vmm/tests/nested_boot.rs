@@ -62,3 +62,62 @@ fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
         run.to_script, run.wall
     );
 }
+
+/// Runs in L2 under both VMMs: the test bed's init powers off after it.
+const PEER_SCRIPT: &str = "echo l2-up; grep -c ^processor /proc/cpuinfo\n";
+
+/// Same L1, same kernel and initramfs: kcradle and QEMU microvm (the peer)
+/// each boot L2 until the guest powers off. Checks that a guest power-off
+/// (ACPI S5) ends kcradle with status 0, and records both wall times from
+/// VMM start to power-off as benchmark figures.
+#[test]
+fn nested_kcradle_and_qemu_microvm_boot_the_same_guest() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new().standalone_initramfs(PEER_SCRIPT).unwrap();
+    let append = "console=ttyS0 reboot=k panic=-1 quiet";
+    let script = format!(
+        "t0=$(cut -d' ' -f1 /proc/uptime)\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --cpus 2 \
+           --memory 256M --cmdline '{append}' > /tmp/ours.log 2> /tmp/ours.err\n\
+         echo \"kcradle-status=$?\"\n\
+         t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         timeout 150 qemu-system-x86_64 -M microvm -accel kvm -cpu host -smp 2 -m 256 \
+           -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+           -kernel {L2_KERNEL} -initrd {L2_INITRAMFS} -append '{append}' > /tmp/qemu.log 2>&1\n\
+         echo \"qemu-status=$?\"\n\
+         t2=$(cut -d' ' -f1 /proc/uptime)\n\
+         tr -d '\\r' < /tmp/ours.log | grep -A1 l2-up\n\
+         tr -d '\\r' < /tmp/qemu.log | grep -A1 l2-up\n\
+         echo \"walls $t0 $t1 $t2\"\n\
+         grep milestone /tmp/ours.err; cat /tmp/ours.err | tail -3\n"
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
+        .with_qemu()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=0"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(lines.get(1), Some(&"qemu-status=0"), "{out}");
+    assert_eq!(&lines[2..6], ["l2-up", "2", "l2-up", "2"], "{out}");
+    let walls: Vec<f64> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("walls "))
+        .map(|w| w.split(' ').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(walls.len(), 3, "{out}");
+    eprintln!(
+        "boot to power-off in the same L1: kcradle {:.2} s, QEMU microvm {:.2} s\n{out}",
+        walls[1] - walls[0],
+        walls[2] - walls[1]
+    );
+}
