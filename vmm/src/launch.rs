@@ -35,6 +35,9 @@ pub enum LaunchError {
     /// The console could not be wired.
     #[error(transparent)]
     Serial(#[from] SerialError),
+    /// The stop-signal thread could not be set up.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] io::Error),
     /// A platform device could not be placed on the port bus.
     #[error("platform device layout: {0}")]
     Bus(#[from] BusError),
@@ -126,6 +129,52 @@ pub fn platform_buses<W: Write + Send + 'static>(
     Ok(buses)
 }
 
+/// Signals that stop the VM cleanly instead of killing kcradle.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks the stop signals in this thread (and so in every thread it
+/// starts afterwards, the vCPUs included) and turns them into
+/// [`ExitReason::Signal`] on a dedicated thread, so the VM stops through
+/// the same path as a guest exit: vCPUs kicked and joined, status returned.
+pub fn forward_stop_signals(exit: Arc<ExitSignal>) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for all three calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+    }
+    // SAFETY: `set` is initialised; the old mask is not needed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` and `sig` are valid for the call.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                tracing::info!(signal = sig, "stop signal received");
+                exit.raise(ExitReason::Signal(sig));
+            }
+        })?;
+    Ok(())
+}
+
+/// kcradle's resident memory without the guest's: anonymous and file
+/// pages, leaving out the shared memfd pages of guest RAM (`RssShmem`).
+pub fn vmm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("RssAnon:")? + field("RssFile:")?)
+}
+
 /// Checks `config`, builds the VM, runs it to its end and says why it
 /// ended. `started` is when kcradle started: milestones are timed from it.
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
@@ -158,6 +207,7 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     );
 
     let exit = Arc::new(ExitSignal::new());
+    forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
     let buses = platform_buses(console, &exit, started)?;
@@ -165,7 +215,19 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     tracing::info!(
         ?reason,
         ms = started.elapsed().as_secs_f64() * 1e3,
+        vmm_rss_kib = vmm_rss_kib().unwrap_or(0),
         "VM ended"
     );
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_without_guest_memory_is_read() {
+        let kib = vmm_rss_kib().unwrap();
+        assert!(kib > 0);
+    }
 }
