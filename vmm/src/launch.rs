@@ -17,6 +17,7 @@ use crate::devices::bus::BusError;
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
 use crate::exit::{ExitReason, ExitSignal};
+use crate::pci::{PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::vcpu::Buses;
 use crate::vm::{Vm, VmError, VmSpec};
 
@@ -87,12 +88,13 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
     })
 }
 
-/// The platform devices on their buses: COM1 (`console`), the i8042, the
-/// ACPI sleep control register and the control register (by port and by
-/// MMIO), all but COM1 able to end the VM through `exit`; milestones are
-/// timed from `started`.
+/// The platform devices on their buses: COM1 (`console`), the i8042, PCI
+/// configuration access to `pci`, the ACPI sleep control register and the
+/// control register (by port and by MMIO); the i8042, ACPI and control
+/// devices end the VM through `exit`; milestones are timed from `started`.
 pub fn platform_buses<W: Write + Send + 'static>(
     console: SerialConsole<W>,
+    pci: Arc<Mutex<PciRoot>>,
     exit: &Arc<ExitSignal>,
     started: Instant,
 ) -> Result<Buses, BusError> {
@@ -109,6 +111,11 @@ pub fn platform_buses<W: Write + Send + 'static>(
             u64::from(I8042_PORT),
             u64::from(I8042_PORT_LEN),
             Box::new(I8042::new(exit.clone())),
+        )?;
+        pio.insert(
+            u64::from(PCI_CONFIG_IO_PORT),
+            u64::from(PCI_CONFIG_IO_LEN),
+            Box::new(PciConfigIo::new(pci)),
         )?;
         pio.insert(
             u64::from(ACPI_SLEEP_CONTROL_PORT),
@@ -210,7 +217,8 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
-    let buses = platform_buses(console, &exit, started)?;
+    let pci = Arc::new(Mutex::new(PciRoot::new()));
+    let buses = platform_buses(console, pci, &exit, started)?;
     let reason = vm.run(buses, exit)?;
     tracing::info!(
         ?reason,

@@ -18,6 +18,7 @@ pub mod launch;
 pub mod memory;
 pub mod minivm;
 pub mod payload;
+pub mod pci;
 pub mod probe;
 pub mod vcpu;
 pub mod vm;

@@ -13,6 +13,7 @@ const L2_SCRIPT: &str = "devmem 0xfe000000 32 0x01000001
 echo l2-in-kcradle
 uname -r
 grep -c ^processor /proc/cpuinfo
+cat /sys/bus/pci/devices/0000:00:00.0/vendor
 devmem 0xfe000000 32 0x0200002a
 echo not-reached
 ";
@@ -25,7 +26,7 @@ fn boot_script(cpus: u8) -> String {
            > /tmp/l2.log 2> /tmp/l2.err\n\
          echo \"kcradle-status=$?\"\n\
          end=$(cut -d' ' -f1 /proc/uptime)\n\
-         tr -d '\\r' < /tmp/l2.log | grep -A2 l2-in-kcradle\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A3 l2-in-kcradle\n\
          echo \"l2-wall $start $end\"\n\
          echo --- kcradle stderr; cat /tmp/l2.err; echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
     )
@@ -55,6 +56,8 @@ fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     assert_eq!(lines.get(2), Some(&kernel.version.as_str()), "{out}");
     // Both vCPUs, found through the ACPI MADT.
     assert_eq!(lines.get(3), Some(&"2"), "{out}");
+    // The host bridge, found by scanning bus 0 through 0xcf8/0xcfc.
+    assert_eq!(lines.get(4), Some(&"0x1b36"), "{out}");
     assert!(out.contains("init-started"), "{out}");
     assert!(!out.contains("not-reached"), "{out}");
     eprintln!(

@@ -19,6 +19,8 @@ use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
+use crate::pci::{PCI_MMIO_END, PCI_MMIO_START};
+
 /// Where the RSDP goes: the BIOS area Linux scans, outside the e820 RAM.
 pub const RSDP_START: u64 = 0x000e_0000;
 /// End of the area for all tables.
@@ -67,13 +69,16 @@ fn bytes(table: &dyn Aml) -> Vec<u8> {
     out
 }
 
+/// Configuration mechanism #1 ports the host bridge claims.
+const PCI_CONFIG_PORT: u16 = 0xcf8;
 /// COM1's port and interrupt as the DSDT describes them.
 const COM1_PORT: u16 = 0x3f8;
 const COM1_GSI: u32 = 4;
 
-/// The DSDT: `_S5_`, so the kernel knows which sleep type powers off, and
-/// COM1 as a PNP0501 device. A hardware-reduced guest has no legacy PIC
-/// and so no ISA IRQ mapping: the serial driver finds GSI 4 only here.
+/// The DSDT: `_S5_`, so the kernel knows which sleep type powers off;
+/// COM1 as a PNP0501 device (a hardware-reduced guest has no legacy PIC
+/// and so no ISA IRQ mapping: the serial driver finds GSI 4 only here);
+/// and the PCI host bridge with its bus, I/O and 32-bit MMIO windows.
 pub fn dsdt() -> Vec<u8> {
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let s5 = aml::Name::new(
@@ -90,7 +95,32 @@ pub fn dsdt() -> Vec<u8> {
         ]),
     );
     let com1 = aml::Device::new("COM1".into(), vec![&hid, &uid, &crs]);
-    let sb = aml::Scope::new("_SB_".into(), vec![&com1]);
+    let pci_hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A03"));
+    let pci_adr = aml::Name::new("_ADR".into(), &0u8);
+    let pci_seg = aml::Name::new("_SEG".into(), &0u8);
+    let pci_uid = aml::Name::new("_UID".into(), &0u8);
+    let pci_bbn = aml::Name::new("_BBN".into(), &0u8);
+    let pci_crs = aml::Name::new(
+        "_CRS".into(),
+        &aml::ResourceTemplate::new(vec![
+            &aml::AddressSpace::new_bus_number(0u16, 0u16),
+            &aml::IO::new(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, 8),
+            &aml::AddressSpace::new_io(0u16, PCI_CONFIG_PORT - 1, None),
+            &aml::AddressSpace::new_io(PCI_CONFIG_PORT + 8, 0xffffu16, None),
+            &aml::AddressSpace::new_memory(
+                aml::AddressSpaceCacheable::NotCacheable,
+                true,
+                PCI_MMIO_START as u32,
+                (PCI_MMIO_END - 1) as u32,
+                None,
+            ),
+        ]),
+    );
+    let pci0 = aml::Device::new(
+        "PCI0".into(),
+        vec![&pci_hid, &pci_adr, &pci_seg, &pci_uid, &pci_bbn, &pci_crs],
+    );
+    let sb = aml::Scope::new("_SB_".into(), vec![&com1, &pci0]);
     let mut body = Vec::new();
     s5.to_aml_bytes(&mut body);
     sb.to_aml_bytes(&mut body);
@@ -224,6 +254,7 @@ mod tests {
         assert!(checksum_ok(&dsdt));
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(dsdt.windows(4).any(|w| w == b"COM1"));
+        assert!(dsdt.windows(4).any(|w| w == b"PCI0"));
 
         let madt = table(&mem, entries[1]);
         assert!(checksum_ok(&madt));
