@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod exit;
+pub mod irq;
 pub mod kick;
 pub mod launch;
 pub mod memory;
