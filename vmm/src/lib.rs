@@ -22,4 +22,5 @@ pub mod payload;
 pub mod pci;
 pub mod probe;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
