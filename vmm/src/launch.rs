@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::arch::x86_64::acpi::ACPI_SLEEP_CONTROL_PORT;
 use crate::boot::{BootError, LinuxBoot};
@@ -17,8 +17,14 @@ use crate::devices::bus::BusError;
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
 use crate::exit::{ExitReason, ExitSignal};
-use crate::pci::{PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
+use crate::irq::GsiRouter;
+use crate::pci::{
+    PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT, PCI_MMIO_END, PCI_MMIO_START,
+};
 use crate::vcpu::Buses;
+use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
+use crate::virtio::vhost_user::{VhostUserDevice, VhostUserError, BLK_CONFIG_LEN, VIRTIO_ID_BLOCK};
+use crate::virtio::VirtioBackend;
 use crate::vm::{Vm, VmError, VmSpec};
 
 /// Why `kcradle boot` could not run the VM.
@@ -36,6 +42,12 @@ pub enum LaunchError {
     /// The console could not be wired.
     #[error(transparent)]
     Serial(#[from] SerialError),
+    /// A vhost-user daemon could not be reached or set up.
+    #[error(transparent)]
+    VhostUser(#[from] VhostUserError),
+    /// A virtio device could not be wired into KVM.
+    #[error("virtio device: {0}")]
+    Transport(#[from] TransportError),
     /// The stop-signal thread could not be set up.
     #[error("cannot set up signal handling: {0}")]
     Signals(#[source] io::Error),
@@ -54,6 +66,7 @@ impl LaunchError {
                 _ => 2,
             },
             LaunchError::Vm(VmError::BadCpuCount { .. }) => 2,
+            LaunchError::VhostUser(VhostUserError::Connect { .. }) => 2,
             _ => 1,
         }
     }
@@ -136,6 +149,43 @@ pub fn platform_buses<W: Write + Send + 'static>(
     Ok(buses)
 }
 
+/// How long kcradle waits for a daemon's socket to accept.
+pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts a virtio device on the PCI bus with its BAR 0 at the `index`-th
+/// slot of the 32-bit window, and its BAR on the MMIO bus.
+pub fn add_virtio_device(
+    vm: &Vm,
+    pci: &Arc<Mutex<PciRoot>>,
+    buses: &Buses,
+    router: &Arc<Mutex<GsiRouter>>,
+    index: usize,
+    backend: Box<dyn VirtioBackend>,
+) -> Result<(), LaunchError> {
+    let bar = PCI_MMIO_START + (index as u64) * u64::from(BAR0_SIZE);
+    if bar + u64::from(BAR0_SIZE) > PCI_MMIO_END {
+        return Err(ConfigError("too many virtio devices for the PCI window".into()).into());
+    }
+    let device = Arc::new(Mutex::new(VirtioPciDevice::new(
+        backend,
+        bar,
+        vm.shared_fd(),
+        router.clone(),
+    )?));
+    let slot = pci
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .add(Box::new(device.clone()))
+        .map_err(|e| ConfigError(e.to_string()))?;
+    buses
+        .mmio
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(bar, u64::from(BAR0_SIZE), Box::new(device))?;
+    tracing::info!(slot, bar = format_args!("{bar:#x}"), "virtio device on PCI");
+    Ok(())
+}
+
 /// Signals that stop the VM cleanly instead of killing kcradle.
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
@@ -187,10 +237,9 @@ pub fn vmm_rss_kib() -> Option<u64> {
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if !(config.disks.is_empty() && config.fs.is_empty() && config.nets.is_empty()) {
+    if !(config.fs.is_empty() && config.nets.is_empty()) {
         return Err(ConfigError(
-            "--disk, --fs and --net need the virtio-pci transport, which this kcradle does not have yet"
-                .into(),
+            "--fs and --net are not supported by this kcradle yet (--disk is)".into(),
         )
         .into());
     }
@@ -205,6 +254,26 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         initrd: config.initrd.clone(),
         cmdline: config.cmdline.clone(),
     })?;
+
+    let exit = Arc::new(ExitSignal::new());
+    forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
+    let console = SerialConsole::new(out)?;
+    console.attach_irqfd(vm.fd())?;
+    let pci = Arc::new(Mutex::new(PciRoot::new()));
+    let buses = platform_buses(console, pci.clone(), &exit, started)?;
+    let router = Arc::new(Mutex::new(GsiRouter::new()));
+    for (i, disk) in config.disks.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &disk.socket,
+            VIRTIO_ID_BLOCK,
+            disk.num_queues,
+            disk.queue_size,
+            BLK_CONFIG_LEN,
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        add_virtio_device(&vm, &pci, &buses, &router, i, Box::new(backend))?;
+    }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),
         initrd = ?loaded.initrd,
@@ -212,13 +281,6 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         memory_mib = config.memory.0 >> 20,
         "kernel loaded"
     );
-
-    let exit = Arc::new(ExitSignal::new());
-    forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
-    let console = SerialConsole::new(out)?;
-    console.attach_irqfd(vm.fd())?;
-    let pci = Arc::new(Mutex::new(PciRoot::new()));
-    let buses = platform_buses(console, pci, &exit, started)?;
     let reason = vm.run(buses, exit)?;
     tracing::info!(
         ?reason,

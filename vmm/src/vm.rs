@@ -89,7 +89,7 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 #[derive(Debug)]
 pub struct Vm {
     _kvm: Kvm,
-    fd: VmFd,
+    fd: Arc<VmFd>,
     vcpus: Vec<VcpuFd>,
     // Declared last: dropped after the vCPUs and the VM that map it.
     mem: GuestMemoryMmap,
@@ -136,7 +136,7 @@ impl Vm {
         }
         Ok(Vm {
             _kvm: kvm,
-            fd,
+            fd: Arc::new(fd),
             vcpus,
             mem,
         })
@@ -150,6 +150,12 @@ impl Vm {
     /// The KVM VM.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+
+    /// The KVM VM, shared with devices that add ioeventfds, irqfds and
+    /// routes while the guest runs.
+    pub fn shared_fd(&self) -> Arc<VmFd> {
+        self.fd.clone()
     }
 
     /// The vCPUs, boot CPU first.

@@ -180,8 +180,14 @@ fn user_mistakes_exit_2_with_one_line() {
             "used twice",
         ),
         (
-            &["boot", "--kernel", k, "--disk", "socket=/x"],
-            "virtio-pci",
+            &[
+                "boot",
+                "--kernel",
+                k,
+                "--net",
+                "socket=/x,mac=52:54:00:00:00:01",
+            ],
+            "not supported",
         ),
         (
             &["boot", "--config", "/nonexistent/vm.json"],
@@ -241,4 +247,29 @@ fn sigterm_stops_a_running_vm_with_status_143() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("stop signal received"), "{stderr}");
     assert!(stderr.contains("vmm_rss_kib="), "{stderr}");
+}
+
+#[test]
+fn a_disk_socket_that_never_answers_exits_2_after_the_bounded_retry() {
+    if !have_kvm() {
+        return;
+    }
+    let kernel = fake_bzimage(0);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("missing.sock");
+    let started = std::time::Instant::now();
+    let out = kcradle(&[
+        "boot",
+        "--kernel",
+        kernel.path().to_str().unwrap(),
+        "--memory",
+        "64M",
+        "--disk",
+        &format!("socket={}", sock.display()),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer within"), "{stderr}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    assert!(out.stdout.is_empty(), "the guest never ran");
 }

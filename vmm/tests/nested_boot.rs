@@ -124,3 +124,82 @@ fn nested_kcradle_and_qemu_microvm_boot_the_same_guest() {
         walls[2] - walls[1]
     );
 }
+
+/// The blk-lv daemon built next to kcradle (the workspace builds both).
+fn blk_lv() -> std::path::PathBuf {
+    let path = std::path::Path::new(KCRADLE).with_file_name("blk-lv");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build -p blk-lv)",
+        path.display()
+    );
+    path
+}
+
+/// Runs in L2: reads the disk L1 prepared, writes a marker, reports.
+const DISK_SCRIPT: &str = "devmem 0xfe000000 32 0x01000001
+cat /sys/block/vda/size
+dd if=/dev/vda bs=4096 count=1 2>/dev/null | head -c 16; echo
+printf 'written-by-l2-on-kcradle' | dd of=/dev/vda bs=4096 seek=1 conv=sync 2>/dev/null
+sync
+echo 3 > /proc/sys/vm/drop_caches
+dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 24; echo
+devmem 0xfe000000 32 0x02000007
+";
+
+/// A blk-lv disk in L1 through kcradle's virtio-pci and vhost-user path:
+/// the Debian guest loads virtio_pci and virtio_blk, reads what L1 wrote
+/// and writes what L1 then finds in the image file.
+#[test]
+fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtio_blk"])
+        .standalone_initramfs(DISK_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null\n\
+         printf 'written-by-l1---' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null\n\
+         blk-lv --socket /tmp/blk.sock --path /tmp/disk.img --sandbox none --seccomp none \
+           2> /tmp/blk.err &\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --disk socket=/tmp/blk.sock,num_queues=1 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A3 '^32768$'\n\
+         dd if=/tmp/disk.img bs=4096 skip=1 count=1 2>/dev/null | head -c 24; echo\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- blk-lv; cat /tmp/blk.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(blk_lv(), "/usr/bin/blk-lv")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=7"),
+        "{out}\n{}",
+        run.console
+    );
+    // 16 MiB in 512-byte sectors, then L1's bytes as L2 read them, then
+    // L2's bytes as L2 read them back, then as L1 finds them in the file.
+    assert_eq!(
+        &lines[1..5],
+        [
+            "32768",
+            "written-by-l1---",
+            "written-by-l2-on-kcradle",
+            "written-by-l2-on-kcradle"
+        ],
+        "{out}"
+    );
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
