@@ -23,7 +23,10 @@ use crate::pci::{
 };
 use crate::vcpu::Buses;
 use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
-use crate::virtio::vhost_user::{VhostUserDevice, VhostUserError, BLK_CONFIG_LEN, VIRTIO_ID_BLOCK};
+use crate::virtio::vhost_user::{
+    fs_config, DeviceConfig, VhostUserDevice, VhostUserError, BLK_CONFIG_LEN, VIRTIO_ID_BLOCK,
+    VIRTIO_ID_FS,
+};
 use crate::virtio::VirtioBackend;
 use crate::vm::{Vm, VmError, VmSpec};
 
@@ -149,6 +152,9 @@ pub fn platform_buses<W: Write + Send + 'static>(
     Ok(buses)
 }
 
+/// Queue size of virtio-fs queues.
+pub const FS_QUEUE_SIZE: u16 = 256;
+
 /// How long kcradle waits for a daemon's socket to accept.
 pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -237,9 +243,9 @@ pub fn vmm_rss_kib() -> Option<u64> {
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if !(config.fs.is_empty() && config.nets.is_empty()) {
+    if !config.nets.is_empty() {
         return Err(ConfigError(
-            "--fs and --net are not supported by this kcradle yet (--disk is)".into(),
+            "--net is not supported by this kcradle yet (--disk and --fs are)".into(),
         )
         .into());
     }
@@ -268,11 +274,25 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
             VIRTIO_ID_BLOCK,
             disk.num_queues,
             disk.queue_size,
-            BLK_CONFIG_LEN,
+            DeviceConfig::FromBackend(BLK_CONFIG_LEN),
             vm.memory().clone(),
             BACKEND_CONNECT_TIMEOUT,
         )?;
         add_virtio_device(&vm, &pci, &buses, &router, i, Box::new(backend))?;
+    }
+    for (i, fs) in config.fs.iter().enumerate() {
+        // One high-priority queue, then the request queues.
+        let backend = VhostUserDevice::connect(
+            &fs.socket,
+            VIRTIO_ID_FS,
+            fs.num_queues.saturating_add(1),
+            FS_QUEUE_SIZE,
+            DeviceConfig::Local(fs_config(&fs.tag, u32::from(fs.num_queues))),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        let index = config.disks.len() + i;
+        add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
     }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),

@@ -203,3 +203,68 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
         run.to_script, run.wall
     );
 }
+
+/// A program found on PATH (the reference peers are installed by the
+/// project's setup script).
+fn on_path(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{name} not on PATH: run the project's setup script"))
+}
+
+/// Runs in L2: mounts the share, reads L1's file, writes its own.
+const FS_SCRIPT: &str = "mount -t virtiofs gfs /mnt || echo mount-failed
+cat /mnt/from-l1
+echo written-by-l2 > /mnt/from-l2
+umount /mnt
+devmem 0xfe000000 32 0x02000009
+";
+
+/// A virtio-fs share from the reference virtiofsd in L1 through kcradle's
+/// virtio-pci and vhost-user path (a frontend and a daemon written by
+/// different people).
+#[test]
+fn nested_kcradle_guest_mounts_a_virtiofs_share() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtiofs"])
+        .standalone_initramfs(FS_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "mkdir -p /tmp/share && echo written-by-l1 > /tmp/share/from-l1\n\
+         virtiofsd --socket-path /tmp/fs.sock --shared-dir /tmp/share --sandbox none \
+           --cache never 2> /tmp/fs.err &\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --fs tag=gfs,socket=/tmp/fs.sock \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A0 '^written-by-l1$'\n\
+         cat /tmp/share/from-l2\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- virtiofsd; tail -5 /tmp/fs.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(on_path("virtiofsd"), "/usr/bin/virtiofsd")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=9"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(&lines[1..3], ["written-by-l1", "written-by-l2"], "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}

@@ -17,6 +17,10 @@ use super::{ActiveQueue, VirtioBackend, VIRTIO_F_VERSION_1};
 
 /// Virtio block device type.
 pub const VIRTIO_ID_BLOCK: u16 = 2;
+/// Virtio filesystem device type.
+pub const VIRTIO_ID_FS: u16 = 26;
+/// Bytes of the virtio-fs tag in its config space.
+pub const FS_TAG_LEN: usize = 36;
 /// `struct virtio_blk_config` up to `write_zeroes` fields.
 pub const BLK_CONFIG_LEN: u32 = 60;
 /// How often a socket that is not there yet is retried.
@@ -55,6 +59,26 @@ pub enum VhostUserError {
     },
 }
 
+/// Where the device's config space comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceConfig {
+    /// Read `len` bytes from the daemon (VHOST_USER_GET_CONFIG), as for
+    /// blk whose capacity only the daemon knows.
+    FromBackend(u32),
+    /// Built by the VMM, as for fs (tag and queue count).
+    Local(Vec<u8>),
+}
+
+/// The virtio-fs config space: the tag, NUL-padded to 36 bytes, and the
+/// number of request queues.
+pub fn fs_config(tag: &str, request_queues: u32) -> Vec<u8> {
+    let mut config = vec![0u8; FS_TAG_LEN + 4];
+    let n = tag.len().min(FS_TAG_LEN);
+    config[..n].copy_from_slice(&tag.as_bytes()[..n]);
+    config[FS_TAG_LEN..].copy_from_slice(&request_queues.to_le_bytes());
+    config
+}
+
 /// A vhost-user device as seen by the transport.
 pub struct VhostUserDevice {
     path: PathBuf,
@@ -66,6 +90,7 @@ pub struct VhostUserDevice {
     num_queues: u16,
     queue_size: u16,
     config: Vec<u8>,
+    config_from_backend: bool,
     active: bool,
 }
 
@@ -97,14 +122,14 @@ fn connect(path: &Path, queues: u64, timeout: Duration) -> Result<Frontend, Vhos
 }
 
 impl VhostUserDevice {
-    /// Connects to the daemon at `path` (retrying for up to `timeout`) and
-    /// reads its features and `config_len` bytes of device config.
+    /// Connects to the daemon at `path` (retrying for up to `timeout`),
+    /// reads its features and sets up the device config.
     pub fn connect(
         path: &Path,
         device_type: u16,
         num_queues: u16,
         queue_size: u16,
-        config_len: u32,
+        device_config: DeviceConfig,
         mem: GuestMemoryMmap,
         timeout: Duration,
     ) -> Result<Self, VhostUserError> {
@@ -142,15 +167,24 @@ impl VhostUserDevice {
                 });
             }
         }
-        let config = if protocol.contains(VhostUserProtocolFeatures::CONFIG) && config_len > 0 {
-            let buf = vec![0u8; config_len as usize];
-            let (_, payload) = frontend
-                .get_config(0, config_len, VhostUserConfigFlags::WRITABLE, &buf)
-                .map_err(hs)?;
-            payload
-        } else {
-            vec![0u8; config_len as usize]
+        let config_from_backend = matches!(device_config, DeviceConfig::FromBackend(_));
+        let config = match device_config {
+            DeviceConfig::Local(bytes) => bytes,
+            DeviceConfig::FromBackend(len) => {
+                if !protocol.contains(VhostUserProtocolFeatures::CONFIG) {
+                    return Err(VhostUserError::Unsupported {
+                        path: path.to_path_buf(),
+                        what: "no CONFIG protocol feature to read the device config".into(),
+                    });
+                }
+                let buf = vec![0u8; len as usize];
+                let (_, payload) = frontend
+                    .get_config(0, len, VhostUserConfigFlags::WRITABLE, &buf)
+                    .map_err(hs)?;
+                payload
+            }
         };
+
         Ok(VhostUserDevice {
             path: path.to_path_buf(),
             frontend,
@@ -161,6 +195,7 @@ impl VhostUserDevice {
             num_queues,
             queue_size,
             config,
+            config_from_backend,
             active: false,
         })
     }
@@ -246,7 +281,7 @@ impl VirtioBackend for VhostUserDevice {
         let Ok(off) = u32::try_from(offset) else {
             return;
         };
-        if self.protocol.contains(VhostUserProtocolFeatures::CONFIG) {
+        if self.config_from_backend {
             if let Err(e) = self
                 .frontend
                 .set_config(off, VhostUserConfigFlags::WRITABLE, data)
@@ -282,5 +317,19 @@ impl VirtioBackend for VhostUserDevice {
             }
             self.active = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fs_config_pads_the_tag_and_counts_request_queues() {
+        let c = fs_config("gfs", 2);
+        assert_eq!(c.len(), 40);
+        assert_eq!(&c[..4], b"gfs\0");
+        assert!(c[3..36].iter().all(|&b| b == 0));
+        assert_eq!(&c[36..], &2u32.to_le_bytes());
     }
 }
