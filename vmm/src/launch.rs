@@ -23,10 +23,7 @@ use crate::pci::{
 };
 use crate::vcpu::Buses;
 use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
-use crate::virtio::vhost_user::{
-    fs_config, DeviceConfig, VhostUserDevice, VhostUserError, BLK_CONFIG_LEN, VIRTIO_ID_BLOCK,
-    VIRTIO_ID_FS,
-};
+use crate::virtio::vhost_user::{DeviceSpec, VhostUserDevice, VhostUserError};
 use crate::virtio::VirtioBackend;
 use crate::vm::{Vm, VmError, VmSpec};
 
@@ -154,6 +151,8 @@ pub fn platform_buses<W: Write + Send + 'static>(
 
 /// Queue size of virtio-fs queues.
 pub const FS_QUEUE_SIZE: u16 = 256;
+/// Queue size of virtio-net queues.
+pub const NET_QUEUE_SIZE: u16 = 256;
 
 /// How long kcradle waits for a daemon's socket to accept.
 pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -243,10 +242,11 @@ pub fn vmm_rss_kib() -> Option<u64> {
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if !config.nets.is_empty() {
-        return Err(ConfigError(
-            "--net is not supported by this kcradle yet (--disk and --fs are)".into(),
-        )
+    if let Some(net) = config.nets.iter().find(|n| n.num_queue_pairs != 1) {
+        return Err(ConfigError(format!(
+            "--net num_queue_pairs={} is not supported yet (1 is)",
+            net.num_queue_pairs
+        ))
         .into());
     }
     let out = serial_output(&config.serial)?;
@@ -271,27 +271,30 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     for (i, disk) in config.disks.iter().enumerate() {
         let backend = VhostUserDevice::connect(
             &disk.socket,
-            VIRTIO_ID_BLOCK,
-            disk.num_queues,
-            disk.queue_size,
-            DeviceConfig::FromBackend(BLK_CONFIG_LEN),
+            DeviceSpec::blk(disk.num_queues, disk.queue_size),
             vm.memory().clone(),
             BACKEND_CONNECT_TIMEOUT,
         )?;
         add_virtio_device(&vm, &pci, &buses, &router, i, Box::new(backend))?;
     }
     for (i, fs) in config.fs.iter().enumerate() {
-        // One high-priority queue, then the request queues.
         let backend = VhostUserDevice::connect(
             &fs.socket,
-            VIRTIO_ID_FS,
-            fs.num_queues.saturating_add(1),
-            FS_QUEUE_SIZE,
-            DeviceConfig::Local(fs_config(&fs.tag, u32::from(fs.num_queues))),
+            DeviceSpec::fs(&fs.tag, fs.num_queues, FS_QUEUE_SIZE),
             vm.memory().clone(),
             BACKEND_CONNECT_TIMEOUT,
         )?;
         let index = config.disks.len() + i;
+        add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
+    }
+    for (i, net) in config.nets.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &net.socket,
+            DeviceSpec::net(net.mac.0, NET_QUEUE_SIZE),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        let index = config.disks.len() + config.fs.len() + i;
         add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
     }
     tracing::info!(

@@ -268,3 +268,69 @@ fn nested_kcradle_guest_mounts_a_virtiofs_share() {
         run.to_script, run.wall
     );
 }
+
+/// The net-tap daemon built next to kcradle (the workspace builds both).
+fn net_tap() -> std::path::PathBuf {
+    let path = std::path::Path::new(KCRADLE).with_file_name("net-tap");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build -p net-tap)",
+        path.display()
+    );
+    path
+}
+
+/// Runs in L2: brings up the NIC with a link-local address and pings L1's
+/// end of the tap; the exit status says whether the ping answered.
+const NET_SCRIPT: &str = "cat /sys/class/net/eth0/address
+ip link set eth0 up
+ip addr add 169.254.10.2/24 dev eth0
+if ping -c 2 -W 3 169.254.10.1 > /dev/null; then echo ping-ok; devmem 0xfe000000 32 0x0200000b
+else echo ping-failed; devmem 0xfe000000 32 0x0200000c; fi
+";
+
+/// A net-tap interface in L1 through kcradle's virtio-pci and vhost-user
+/// path: the guest sees the MAC kcradle was given and reaches L1 over the
+/// tap (link-local addresses, all inside the nested L1).
+#[test]
+fn nested_kcradle_guest_pings_through_net_tap() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtio_net"])
+        .standalone_initramfs(NET_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "net-tap --socket /tmp/net.sock --tap tap0 --sandbox none --seccomp none 2> /tmp/net.err &\n\
+         for i in $(seq 50); do [ -e /sys/class/net/tap0 ] && break; sleep 0.1; done\n\
+         ip link set tap0 up\n\
+         ip addr add 169.254.10.1/24 dev tap0\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --net socket=/tmp/net.sock,mac=52:54:00:12:34:56 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A1 '^52:54:00:12:34:56$'\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- net-tap; tail -5 /tmp/net.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.modules(&["tun"]))
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(net_tap(), "/usr/bin/net-tap")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=11"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(&lines[1..3], ["52:54:00:12:34:56", "ping-ok"], "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}

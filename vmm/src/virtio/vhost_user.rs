@@ -79,6 +79,111 @@ pub fn fs_config(tag: &str, request_queues: u32) -> Vec<u8> {
     config
 }
 
+/// What kind of device to present and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Virtio device type.
+    pub device_type: u16,
+    /// Queues the guest sees (and the daemon must serve).
+    pub num_queues: u16,
+    /// Largest queue size offered.
+    pub queue_size: u16,
+    /// Where the config space comes from.
+    pub config: DeviceConfig,
+    /// Daemon features that may be offered to the guest.
+    pub offer_mask: u64,
+    /// Features the VMM itself provides through the config space it
+    /// builds (a MAC, a link status); never acked to the daemon unless
+    /// the daemon offers them too.
+    pub vmm_features: u64,
+}
+
+impl DeviceSpec {
+    /// A vhost-user-blk disk.
+    pub fn blk(num_queues: u16, queue_size: u16) -> Self {
+        DeviceSpec {
+            device_type: VIRTIO_ID_BLOCK,
+            num_queues,
+            queue_size,
+            config: DeviceConfig::FromBackend(BLK_CONFIG_LEN),
+            offer_mask: u64::MAX,
+            vmm_features: 0,
+        }
+    }
+
+    /// A vhost-user-fs share: a high-priority queue plus `request_queues`.
+    pub fn fs(tag: &str, request_queues: u16, queue_size: u16) -> Self {
+        DeviceSpec {
+            device_type: VIRTIO_ID_FS,
+            num_queues: request_queues.saturating_add(1),
+            queue_size,
+            config: DeviceConfig::Local(fs_config(tag, u32::from(request_queues))),
+            offer_mask: u64::MAX,
+            vmm_features: 0,
+        }
+    }
+
+    /// A vhost-user-net interface with one RX/TX queue pair (no control
+    /// queue, so every feature that needs one is withheld from the guest,
+    /// and so is every feature whose config field only the daemon knows).
+    pub fn net(mac: [u8; 6], queue_size: u16) -> Self {
+        let daemon_config = (1 << NET_F_MTU)
+            | (1 << NET_F_HASH_REPORT)
+            | (1 << NET_F_RSS)
+            | (1 << NET_F_SPEED_DUPLEX);
+        let needs_ctrl_vq = daemon_config
+            | (1 << NET_F_CTRL_GUEST_OFFLOADS)
+            | (1 << NET_F_CTRL_VQ)
+            | (1 << NET_F_CTRL_RX)
+            | (1 << NET_F_CTRL_VLAN)
+            | (1 << NET_F_GUEST_ANNOUNCE)
+            | (1 << NET_F_MQ)
+            | (1 << NET_F_CTRL_MAC_ADDR);
+        DeviceSpec {
+            device_type: VIRTIO_ID_NET,
+            num_queues: 2,
+            queue_size,
+            config: DeviceConfig::Local(net_config(mac, 1)),
+            offer_mask: !needs_ctrl_vq,
+            vmm_features: (1 << NET_F_MAC) | (1 << NET_F_STATUS),
+        }
+    }
+}
+
+/// Virtio network device type.
+pub const VIRTIO_ID_NET: u16 = 1;
+const NET_F_CTRL_GUEST_OFFLOADS: u64 = 2;
+const NET_F_MTU: u64 = 3;
+const NET_F_HASH_REPORT: u64 = 57;
+const NET_F_RSS: u64 = 60;
+const NET_F_SPEED_DUPLEX: u64 = 63;
+/// Bytes of `struct virtio_net_config` through `supported_hash_types`:
+/// reads of fields we do not offer still stay inside the config space.
+pub const NET_CONFIG_LEN: usize = 24;
+const NET_F_MAC: u64 = 5;
+const NET_F_STATUS: u64 = 16;
+const NET_F_CTRL_VQ: u64 = 17;
+const NET_F_CTRL_RX: u64 = 18;
+const NET_F_CTRL_VLAN: u64 = 19;
+const NET_F_GUEST_ANNOUNCE: u64 = 21;
+const NET_F_MQ: u64 = 22;
+const NET_F_CTRL_MAC_ADDR: u64 = 23;
+/// `VIRTIO_NET_S_LINK_UP`.
+const NET_S_LINK_UP: u16 = 1;
+
+/// The virtio-net config space: the MAC, link up, the queue pairs, MTU
+/// 1500, speed and duplex unknown, no RSS.
+pub fn net_config(mac: [u8; 6], pairs: u16) -> Vec<u8> {
+    let mut config = mac.to_vec();
+    config.extend_from_slice(&NET_S_LINK_UP.to_le_bytes());
+    config.extend_from_slice(&pairs.to_le_bytes());
+    config.extend_from_slice(&1500u16.to_le_bytes());
+    config.extend_from_slice(&u32::MAX.to_le_bytes()); // speed: unknown
+    config.push(0xff); // duplex: unknown
+    config.resize(NET_CONFIG_LEN, 0);
+    config
+}
+
 /// A vhost-user device as seen by the transport.
 pub struct VhostUserDevice {
     path: PathBuf,
@@ -91,6 +196,8 @@ pub struct VhostUserDevice {
     queue_size: u16,
     config: Vec<u8>,
     config_from_backend: bool,
+    offer_mask: u64,
+    vmm_features: u64,
     active: bool,
 }
 
@@ -126,13 +233,18 @@ impl VhostUserDevice {
     /// reads its features and sets up the device config.
     pub fn connect(
         path: &Path,
-        device_type: u16,
-        num_queues: u16,
-        queue_size: u16,
-        device_config: DeviceConfig,
+        spec: DeviceSpec,
         mem: GuestMemoryMmap,
         timeout: Duration,
     ) -> Result<Self, VhostUserError> {
+        let DeviceSpec {
+            device_type,
+            num_queues,
+            queue_size,
+            config: device_config,
+            offer_mask,
+            vmm_features,
+        } = spec;
         let mut frontend = connect(path, u64::from(num_queues), timeout)?;
         let hs = |source| VhostUserError::Handshake {
             path: path.to_path_buf(),
@@ -196,6 +308,8 @@ impl VhostUserDevice {
             queue_size,
             config,
             config_from_backend,
+            offer_mask,
+            vmm_features,
             active: false,
         })
     }
@@ -209,7 +323,8 @@ impl VhostUserDevice {
 
     fn start(&mut self, features: u64, queues: &[ActiveQueue<'_>]) -> Result<(), String> {
         let err = |e: vhost::Error| format!("{}: {e}", self.path.display());
-        let mut acked = features;
+        // The daemon hears only about its own features.
+        let mut acked = features & self.backend_features;
         if self.backend_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
             acked |= VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         }
@@ -255,7 +370,10 @@ impl VirtioBackend for VhostUserDevice {
 
     fn features(&self) -> u64 {
         // The guest never sees the vhost-user-only bit.
-        self.backend_features & !VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+        (self.backend_features
+            & self.offer_mask
+            & !VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
+            | self.vmm_features
     }
 
     fn num_queues(&self) -> u16 {
@@ -323,6 +441,25 @@ impl VirtioBackend for VhostUserDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_withholds_control_queue_features_and_provides_mac_and_status() {
+        let spec = DeviceSpec::net([0x52, 0x54, 0, 0x12, 0x34, 0x56], 256);
+        assert_eq!(spec.num_queues, 2);
+        assert_eq!(spec.offer_mask & (1 << NET_F_CTRL_VQ), 0);
+        assert_eq!(spec.offer_mask & (1 << NET_F_MQ), 0);
+        assert_ne!(spec.offer_mask & (1 << 0), 0, "checksum offload passes");
+        assert_eq!(spec.vmm_features, (1 << 5) | (1 << 16));
+        let DeviceConfig::Local(cfg) = spec.config else {
+            panic!("net config is built by the VMM")
+        };
+        assert_eq!(cfg.len(), NET_CONFIG_LEN);
+        assert_eq!(
+            &cfg[..12],
+            [0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0, 1, 0, 0xdc, 0x05]
+        );
+        assert_eq!(spec.offer_mask & (1 << NET_F_MTU), 0);
+    }
 
     #[test]
     fn fs_config_pads_the_tag_and_counts_request_queues() {
