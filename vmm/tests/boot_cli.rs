@@ -185,7 +185,7 @@ fn user_mistakes_exit_2_with_one_line() {
                 "--kernel",
                 k,
                 "--net",
-                "socket=/x,mac=52:54:00:00:00:01",
+                "socket=/x,mac=52:54:00:00:00:01,num_queue_pairs=2",
             ],
             "not supported",
         ),
