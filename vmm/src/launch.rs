@@ -177,6 +177,7 @@ pub fn add_virtio_device(
         vm.shared_fd(),
         router.clone(),
     )?));
+    watch_backend(&device);
     let slot = pci
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -189,6 +190,47 @@ pub fn add_virtio_device(
         .insert(bar, u64::from(BAR0_SIZE), Box::new(device))?;
     tracing::info!(slot, bar = format_args!("{bar:#x}"), "virtio device on PCI");
     Ok(())
+}
+
+/// Watches a device's daemon connection: when the daemon hangs up, the
+/// device is marked NEEDS_RESET and the VM keeps running.
+pub fn watch_backend(device: &Arc<Mutex<VirtioPciDevice>>) {
+    let Some(fd) = device
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .hangup_fd()
+    else {
+        return;
+    };
+    let device = device.clone();
+    let spawned = std::thread::Builder::new()
+        .name("backend-watch".into())
+        .spawn(move || loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; the socket stays open as long as
+            // the device, which this thread keeps alive.
+            let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return;
+            }
+            if pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+            {
+                let mut dev = device.lock().unwrap_or_else(PoisonError::into_inner);
+                tracing::error!(?dev, "vhost-user daemon disconnected; device needs reset");
+                dev.mark_needs_reset();
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch a vhost-user connection");
+    }
 }
 
 /// Signals that stop the VM cleanly instead of killing kcradle.

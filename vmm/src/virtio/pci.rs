@@ -273,6 +273,21 @@ impl VirtioPciDevice {
         self.status
     }
 
+    /// Marks the device failed (NEEDS_RESET) and tells the guest with a
+    /// configuration-change interrupt, as when its daemon disconnects.
+    pub fn mark_needs_reset(&mut self) {
+        self.status |= STATUS_NEEDS_RESET;
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if let Some(call) = self.calls.get(usize::from(self.msix_config)) {
+            let _ = call.write(1);
+        }
+    }
+
+    /// The backend's hang-up socket, if it has one.
+    pub fn hangup_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.backend.hangup_fd()
+    }
+
     fn reset(&mut self) {
         self.backend.reset();
         let max = self.backend.max_queue_size();

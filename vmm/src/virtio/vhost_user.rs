@@ -425,6 +425,10 @@ impl VirtioBackend for VhostUserDevice {
         Ok(())
     }
 
+    fn hangup_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.frontend))
+    }
+
     fn reset(&mut self) {
         if self.active {
             for i in 0..usize::from(self.num_queues) {
