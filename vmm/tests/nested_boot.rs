@@ -334,3 +334,71 @@ fn nested_kcradle_guest_pings_through_net_tap() {
         run.to_script, run.wall
     );
 }
+
+/// The virtiofsd-gfs daemon built next to kcradle.
+fn virtiofsd_gfs() -> std::path::PathBuf {
+    let path = std::path::Path::new(KCRADLE).with_file_name("virtiofsd-gfs");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build -p virtiofsd-gfs)",
+        path.display()
+    );
+    path
+}
+
+/// Runs in L2: uses the share, then reboots (no status reported).
+const GFS_SCRIPT: &str = "mount -t virtiofs gfs /mnt || echo mount-failed
+cat /mnt/from-l1
+echo written-by-l2 > /mnt/from-l2
+umount /mnt
+reboot -f
+";
+
+/// Our own fs daemon with two request queues, and the guest's `reboot`
+/// ending the VM: kcradle exits 0 and logs a reset.
+#[test]
+fn nested_kcradle_guest_uses_virtiofsd_gfs_then_reboots() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtiofs"])
+        .standalone_initramfs(GFS_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "mkdir -p /tmp/share && echo written-by-l1 > /tmp/share/from-l1\n\
+         virtiofsd-gfs --socket /tmp/fs.sock --shared-dir /tmp/share --num-queues 2 \
+           --sandbox none --seccomp none 2> /tmp/fs.err &\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --fs tag=gfs,socket=/tmp/fs.sock,num_queues=2 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A0 '^written-by-l1$'\n\
+         cat /tmp/share/from-l2\n\
+         grep -c 'reason=Reset' /tmp/l2.err\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- virtiofsd-gfs; tail -5 /tmp/fs.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(virtiofsd_gfs(), "/usr/bin/virtiofsd-gfs")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=0"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(
+        &lines[1..4],
+        ["written-by-l1", "written-by-l2", "1"],
+        "{out}"
+    );
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
