@@ -106,7 +106,7 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
 /// control register (by port and by MMIO); the i8042, ACPI and control
 /// devices end the VM through `exit`; milestones are timed from `started`.
 pub fn platform_buses<W: Write + Send + 'static>(
-    console: SerialConsole<W>,
+    console: Arc<Mutex<SerialConsole<W>>>,
     pci: Arc<Mutex<PciRoot>>,
     exit: &Arc<ExitSignal>,
     started: Instant,
@@ -233,6 +233,38 @@ pub fn watch_backend(device: &Arc<Mutex<VirtioPciDevice>>) {
     }
 }
 
+/// Feeds kcradle's stdin to the guest console until EOF, waiting while the
+/// UART's receive FIFO is full.
+pub fn forward_stdin<W: Write + Send + 'static>(console: Arc<Mutex<SerialConsole<W>>>) {
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match io::Read::read(&mut io::stdin(), &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                };
+                let mut done = 0;
+                while done < n {
+                    let taken = console
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .enqueue_input(&buf[done..n]);
+                    done += taken;
+                    if taken == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot forward stdin to the console");
+    }
+}
+
 /// Signals that stop the VM cleanly instead of killing kcradle.
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
@@ -307,6 +339,10 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
+    let console = Arc::new(Mutex::new(console));
+    if config.serial == SerialConfig::Stdio {
+        forward_stdin(console.clone());
+    }
     let pci = Arc::new(Mutex::new(PciRoot::new()));
     let buses = platform_buses(console, pci.clone(), &exit, started)?;
     let router = Arc::new(Mutex::new(GsiRouter::new()));

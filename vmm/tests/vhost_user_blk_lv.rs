@@ -85,7 +85,13 @@ fn blk_lv_is_activated_and_its_disconnect_marks_needs_reset() {
     let exit = Arc::new(ExitSignal::new());
     let console = cradle_vmm::devices::serial::SerialConsole::new(std::io::sink()).unwrap();
     let pci = Arc::new(Mutex::new(PciRoot::new()));
-    let buses = platform_buses(console, pci.clone(), &exit, Instant::now()).unwrap();
+    let buses = platform_buses(
+        Arc::new(Mutex::new(console)),
+        pci.clone(),
+        &exit,
+        Instant::now(),
+    )
+    .unwrap();
     let router = Arc::new(Mutex::new(GsiRouter::new()));
     let backend = VhostUserDevice::connect(
         &sock,

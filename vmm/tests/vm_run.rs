@@ -64,7 +64,13 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
     let console = SerialConsole::new(out.clone()).unwrap();
     console.attach_irqfd(vm.fd()).unwrap();
     let pci = Arc::new(Mutex::new(PciRoot::new()));
-    let buses = platform_buses(console, pci, &exit, std::time::Instant::now()).unwrap();
+    let buses = platform_buses(
+        Arc::new(Mutex::new(console)),
+        pci,
+        &exit,
+        std::time::Instant::now(),
+    )
+    .unwrap();
 
     let guard_exit = exit.clone();
     std::thread::spawn(move || {
