@@ -20,6 +20,7 @@ use crate::boot::{load_linux, setup_boot_vcpu, BootError, LinuxBoot, LoadedLinux
 use crate::exit::{ExitReason, ExitSignal};
 use crate::kick::{install_kick_handler, kick_signal};
 use crate::memory::{create_guest_memory, register_guest_memory, MemoryError};
+use crate::seccomp::{self, Filters};
 use crate::vcpu::{run_vcpu, Buses};
 
 /// Three pages KVM needs for its real-mode TSS on Intel, at the top of the
@@ -189,16 +190,30 @@ impl Vm {
 
     /// Runs every vCPU on its own thread until `exit` is raised, then
     /// stops them all and returns why the VM ended.
-    pub fn run(self, buses: Buses, exit: Arc<ExitSignal>) -> Result<ExitReason, VmError> {
+    /// Each vCPU thread installs `filters.vcpu` first; the calling thread
+    /// installs `filters.vmm` once the vCPUs are started.
+    pub fn run(
+        self,
+        buses: Buses,
+        exit: Arc<ExitSignal>,
+        filters: &Filters,
+    ) -> Result<ExitReason, VmError> {
         install_kick_handler().map_err(|e| VmError::Thread(e.into()))?;
         let bus = Arc::new(buses);
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let mut spawn_error = None;
         for (id, mut vcpu) in self.vcpus.into_iter().enumerate() {
             let (bus, thread_exit) = (bus.clone(), exit.clone());
+            let filter = filters.vcpu.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || run_vcpu(id, &mut vcpu, &bus, &thread_exit));
+                .spawn(move || {
+                    if let Err(e) = seccomp::install(&filter) {
+                        thread_exit.raise(ExitReason::VcpuError(format!("vCPU {id}: {e}")));
+                        return;
+                    }
+                    run_vcpu(id, &mut vcpu, &bus, &thread_exit)
+                });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -207,6 +222,9 @@ impl Vm {
                     break;
                 }
             }
+        }
+        if let Err(e) = seccomp::install(&filters.vmm) {
+            exit.raise(ExitReason::VcpuError(format!("VMM thread: {e}")));
         }
         let reason = exit.wait();
         // A kick that lands between two KVM_RUNs is lost; repeat until every

@@ -100,7 +100,7 @@ fn blk_lv_is_activated_and_its_disconnect_marks_needs_reset() {
         Duration::from_secs(10),
     )
     .unwrap();
-    add_virtio_device(&vm, &pci, &buses, &router, 0, Box::new(backend)).unwrap();
+    add_virtio_device(&vm, &pci, &buses, &router, 0, Box::new(backend), &None).unwrap();
     let bar = PCI_MMIO_START;
 
     // Device config: capacity in 512-byte sectors, from the daemon.

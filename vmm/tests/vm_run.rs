@@ -79,7 +79,7 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
             "test guard: payload never ended".into(),
         ));
     });
-    let reason = vm.run(buses, exit).unwrap();
+    let reason = vm.run(buses, exit, &Default::default()).unwrap();
     let output = out.0.lock().unwrap().clone();
     (reason, output)
 }
