@@ -39,7 +39,7 @@ pub enum LaunchError {
     Vm(#[from] VmError),
     /// The console output file could not be opened.
     #[error("cannot open the serial output file: {0}")]
-    SerialOutput(#[source] io::Error),
+    SerialOutput(io::Error),
     /// The console could not be wired.
     #[error(transparent)]
     Serial(#[from] SerialError),
@@ -47,16 +47,16 @@ pub enum LaunchError {
     #[error(transparent)]
     VhostUser(#[from] VhostUserError),
     /// A virtio device could not be wired into KVM.
-    #[error("virtio device: {0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// The stop-signal thread could not be set up.
     #[error("cannot set up signal handling: {0}")]
-    Signals(#[source] io::Error),
+    Signals(io::Error),
     /// The seccomp filters could not be built.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
     /// A platform device could not be placed on the port bus.
-    #[error("platform device layout: {0}")]
+    #[error(transparent)]
     Bus(#[from] BusError),
 }
 

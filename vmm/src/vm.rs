@@ -47,7 +47,7 @@ pub struct VmSpec {
 pub enum VmError {
     /// `/dev/kvm` is missing or not accessible.
     #[error("cannot open /dev/kvm: {0}")]
-    OpenKvm(#[source] kvm_ioctls::Error),
+    OpenKvm(kvm_ioctls::Error),
     /// More (or fewer) vCPUs than KVM allows.
     #[error("{asked} vCPUs asked; this host's KVM allows 1 to {max}")]
     BadCpuCount {
@@ -57,13 +57,12 @@ pub enum VmError {
         max: usize,
     },
     /// A KVM VM-level ioctl failed.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {err}")]
     Kvm {
         /// The ioctl.
         what: &'static str,
         /// The KVM error.
-        #[source]
-        source: kvm_ioctls::Error,
+        err: kvm_ioctls::Error,
     },
     /// Guest RAM could not be created or registered.
     #[error(transparent)]
@@ -79,11 +78,11 @@ pub enum VmError {
     Acpi(#[from] AcpiError),
     /// A vCPU thread could not be started.
     #[error("cannot start a vCPU thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
-    move |source| VmError::Kvm { what, source }
+    move |err| VmError::Kvm { what, err }
 }
 
 /// A built, not yet running VM.

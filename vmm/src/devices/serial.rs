@@ -35,15 +35,14 @@ impl Trigger for EventFdTrigger {
 pub enum SerialError {
     /// eventfd creation failed.
     #[error("cannot create the serial interrupt eventfd: {0}")]
-    EventFd(#[source] io::Error),
+    EventFd(io::Error),
     /// KVM_IRQFD failed (no in-kernel irqchip?).
-    #[error("cannot attach the serial eventfd to GSI {gsi}: {source}")]
+    #[error("cannot attach the serial eventfd to GSI {gsi}: {err}")]
     Irqfd {
         /// The interrupt line.
         gsi: u32,
         /// The KVM error.
-        #[source]
-        source: kvm_ioctls::Error,
+        err: kvm_ioctls::Error,
     },
 }
 
@@ -80,10 +79,7 @@ impl<W: Write + Send> SerialConsole<W> {
     /// Wires the interrupt eventfd to COM1's GSI in `vm`'s in-kernel irqchip.
     pub fn attach_irqfd(&self, vm: &VmFd) -> Result<(), SerialError> {
         vm.register_irqfd(self.interrupt_evt(), COM1_GSI)
-            .map_err(|source| SerialError::Irqfd {
-                gsi: COM1_GSI,
-                source,
-            })
+            .map_err(|err| SerialError::Irqfd { gsi: COM1_GSI, err })
     }
 
     /// Queues host input for the guest to read; returns how many bytes fit
