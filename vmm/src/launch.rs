@@ -4,18 +4,28 @@
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::arch::x86_64::acpi::ACPI_SLEEP_CONTROL_PORT;
 use crate::boot::{BootError, LinuxBoot};
 use crate::config::{ConfigError, SerialConfig, VmConfig};
 use crate::control::{
     ControlDevice, CONTROL_MMIO_BASE, CONTROL_MMIO_LEN, CONTROL_PORT, CONTROL_PORT_LEN,
 };
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::bus::BusError;
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
 use crate::exit::{ExitReason, ExitSignal};
+use crate::irq::GsiRouter;
+use crate::pci::{
+    PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT, PCI_MMIO_END, PCI_MMIO_START,
+};
+use crate::seccomp::{self, Filters, SeccompError, ThreadFilter};
 use crate::vcpu::Buses;
+use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
+use crate::virtio::vhost_user::{DeviceSpec, VhostUserDevice, VhostUserError};
+use crate::virtio::VirtioBackend;
 use crate::vm::{Vm, VmError, VmSpec};
 
 /// Why `kcradle boot` could not run the VM.
@@ -29,12 +39,24 @@ pub enum LaunchError {
     Vm(#[from] VmError),
     /// The console output file could not be opened.
     #[error("cannot open the serial output file: {0}")]
-    SerialOutput(#[source] io::Error),
+    SerialOutput(io::Error),
     /// The console could not be wired.
     #[error(transparent)]
     Serial(#[from] SerialError),
+    /// A vhost-user daemon could not be reached or set up.
+    #[error(transparent)]
+    VhostUser(#[from] VhostUserError),
+    /// A virtio device could not be wired into KVM.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The stop-signal thread could not be set up.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(io::Error),
+    /// The seccomp filters could not be built.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// A platform device could not be placed on the port bus.
-    #[error("platform device layout: {0}")]
+    #[error(transparent)]
     Bus(#[from] BusError),
 }
 
@@ -48,6 +70,7 @@ impl LaunchError {
                 _ => 2,
             },
             LaunchError::Vm(VmError::BadCpuCount { .. }) => 2,
+            LaunchError::VhostUser(VhostUserError::Connect { .. }) => 2,
             _ => 1,
         }
     }
@@ -82,11 +105,13 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
     })
 }
 
-/// The platform devices on their buses: COM1 (`console`), the i8042 and
-/// the control register (by port and by MMIO), the latter two raising
-/// `exit`; milestones are timed from `started`.
+/// The platform devices on their buses: COM1 (`console`), the i8042, PCI
+/// configuration access to `pci`, the ACPI sleep control register and the
+/// control register (by port and by MMIO); the i8042, ACPI and control
+/// devices end the VM through `exit`; milestones are timed from `started`.
 pub fn platform_buses<W: Write + Send + 'static>(
-    console: SerialConsole<W>,
+    console: Arc<Mutex<SerialConsole<W>>>,
+    pci: Arc<Mutex<PciRoot>>,
     exit: &Arc<ExitSignal>,
     started: Instant,
 ) -> Result<Buses, BusError> {
@@ -105,6 +130,16 @@ pub fn platform_buses<W: Write + Send + 'static>(
             Box::new(I8042::new(exit.clone())),
         )?;
         pio.insert(
+            u64::from(PCI_CONFIG_IO_PORT),
+            u64::from(PCI_CONFIG_IO_LEN),
+            Box::new(PciConfigIo::new(pci)),
+        )?;
+        pio.insert(
+            u64::from(ACPI_SLEEP_CONTROL_PORT),
+            1,
+            Box::new(AcpiPm::new(exit.clone())),
+        )?;
+        pio.insert(
             u64::from(CONTROL_PORT),
             u64::from(CONTROL_PORT_LEN),
             Box::new(control.clone()),
@@ -118,16 +153,203 @@ pub fn platform_buses<W: Write + Send + 'static>(
     Ok(buses)
 }
 
+/// Queue size of virtio-fs queues.
+pub const FS_QUEUE_SIZE: u16 = 256;
+/// Queue size of virtio-net queues.
+pub const NET_QUEUE_SIZE: u16 = 256;
+
+/// How long kcradle waits for a daemon's socket to accept.
+pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts a virtio device on the PCI bus with its BAR 0 at the `index`-th
+/// slot of the 32-bit window, and its BAR on the MMIO bus.
+pub fn add_virtio_device(
+    vm: &Vm,
+    pci: &Arc<Mutex<PciRoot>>,
+    buses: &Buses,
+    router: &Arc<Mutex<GsiRouter>>,
+    index: usize,
+    backend: Box<dyn VirtioBackend>,
+    watch_filter: &ThreadFilter,
+) -> Result<(), LaunchError> {
+    let bar = PCI_MMIO_START + (index as u64) * u64::from(BAR0_SIZE);
+    if bar + u64::from(BAR0_SIZE) > PCI_MMIO_END {
+        return Err(ConfigError("too many virtio devices for the PCI window".into()).into());
+    }
+    let device = Arc::new(Mutex::new(VirtioPciDevice::new(
+        backend,
+        bar,
+        vm.shared_fd(),
+        router.clone(),
+    )?));
+    watch_backend(&device, watch_filter.clone());
+    let slot = pci
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .add(Box::new(device.clone()))
+        .map_err(|e| ConfigError(e.to_string()))?;
+    buses
+        .mmio
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(bar, u64::from(BAR0_SIZE), Box::new(device))?;
+    tracing::info!(slot, bar = format_args!("{bar:#x}"), "virtio device on PCI");
+    Ok(())
+}
+
+/// Watches a device's daemon connection: when the daemon hangs up, the
+/// device is marked NEEDS_RESET and the VM keeps running.
+pub fn watch_backend(device: &Arc<Mutex<VirtioPciDevice>>, filter: ThreadFilter) {
+    let Some(fd) = device
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .hangup_fd()
+    else {
+        return;
+    };
+    let device = device.clone();
+    let spawned = std::thread::Builder::new()
+        .name("backend-watch".into())
+        .spawn(move || {
+            if seccomp::install(&filter).is_err() {
+                return;
+            }
+            watch_hangup(fd, &device)
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch a vhost-user connection");
+    }
+}
+
+/// Blocks until `fd` hangs up, then marks `device` NEEDS_RESET.
+fn watch_hangup(fd: std::os::fd::RawFd, device: &Mutex<VirtioPciDevice>) {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the socket stays open as long as
+        // the device, which this thread keeps alive.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            let mut dev = device.lock().unwrap_or_else(PoisonError::into_inner);
+            tracing::error!(?dev, "vhost-user daemon disconnected; device needs reset");
+            dev.mark_needs_reset();
+            return;
+        }
+    }
+}
+
+/// Feeds kcradle's stdin to the guest console until EOF, waiting while the
+/// UART's receive FIFO is full.
+pub fn forward_stdin<W: Write + Send + 'static>(
+    console: Arc<Mutex<SerialConsole<W>>>,
+    filter: ThreadFilter,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            if seccomp::install(&filter).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match io::Read::read(&mut io::stdin(), &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                };
+                let mut done = 0;
+                while done < n {
+                    let taken = console
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .enqueue_input(&buf[done..n]);
+                    done += taken;
+                    if taken == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot forward stdin to the console");
+    }
+}
+
+/// Signals that stop the VM cleanly instead of killing kcradle.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks the stop signals in this thread (and so in every thread it
+/// starts afterwards, the vCPUs included) and turns them into
+/// [`ExitReason::Signal`] on a dedicated thread, so the VM stops through
+/// the same path as a guest exit: vCPUs kicked and joined, status returned.
+pub fn forward_stop_signals(exit: Arc<ExitSignal>, filter: ThreadFilter) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for all three calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+    }
+    // SAFETY: `set` is initialised; the old mask is not needed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Err(e) = seccomp::install(&filter) {
+                exit.raise(ExitReason::VcpuError(format!("signal thread: {e}")));
+                return;
+            }
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` and `sig` are valid for the call.
+                if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                    tracing::info!(signal = sig, "stop signal received");
+                    exit.raise(ExitReason::Signal(sig));
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// kcradle's resident memory without the guest's: anonymous and file
+/// pages, leaving out the shared memfd pages of guest RAM (`RssShmem`).
+pub fn vmm_rss_kib(status_file: &mut std::fs::File) -> Option<u64> {
+    use std::io::{Read, Seek};
+    status_file.seek(io::SeekFrom::Start(0)).ok()?;
+    let mut status = String::new();
+    status_file.read_to_string(&mut status).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("RssAnon:")? + field("RssFile:")?)
+}
+
 /// Checks `config`, builds the VM, runs it to its end and says why it
 /// ended. `started` is when kcradle started: milestones are timed from it.
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if !(config.disks.is_empty() && config.fs.is_empty() && config.nets.is_empty()) {
-        return Err(ConfigError(
-            "--disk, --fs and --net need the virtio-pci transport, which this kcradle does not have yet"
-                .into(),
-        )
+    if let Some(net) = config.nets.iter().find(|n| n.num_queue_pairs != 1) {
+        return Err(ConfigError(format!(
+            "--net num_queue_pairs={} is not supported yet (1 is)",
+            net.num_queue_pairs
+        ))
         .into());
     }
     let out = serial_output(&config.serial)?;
@@ -141,6 +363,74 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         initrd: config.initrd.clone(),
         cmdline: config.cmdline.clone(),
     })?;
+
+    let exit = Arc::new(ExitSignal::new());
+    let filters = Filters::new(config.seccomp)?;
+    // Opened now: the VMM threads' filter has no open().
+    let mut status_file = std::fs::File::open("/proc/self/status").ok();
+    forward_stop_signals(exit.clone(), filters.vmm.clone()).map_err(LaunchError::Signals)?;
+    let console = SerialConsole::new(out)?;
+    console.attach_irqfd(vm.fd())?;
+    let console = Arc::new(Mutex::new(console));
+    if config.serial == SerialConfig::Stdio {
+        forward_stdin(console.clone(), filters.vmm.clone());
+    }
+    let pci = Arc::new(Mutex::new(PciRoot::new()));
+    let buses = platform_buses(console, pci.clone(), &exit, started)?;
+    let router = Arc::new(Mutex::new(GsiRouter::new()));
+    for (i, disk) in config.disks.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &disk.socket,
+            DeviceSpec::blk(disk.num_queues, disk.queue_size),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        add_virtio_device(
+            &vm,
+            &pci,
+            &buses,
+            &router,
+            i,
+            Box::new(backend),
+            &filters.vmm,
+        )?;
+    }
+    for (i, fs) in config.fs.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &fs.socket,
+            DeviceSpec::fs(&fs.tag, fs.num_queues, FS_QUEUE_SIZE),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        let index = config.disks.len() + i;
+        add_virtio_device(
+            &vm,
+            &pci,
+            &buses,
+            &router,
+            index,
+            Box::new(backend),
+            &filters.vmm,
+        )?;
+    }
+    for (i, net) in config.nets.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &net.socket,
+            DeviceSpec::net(net.mac.0, NET_QUEUE_SIZE),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        let index = config.disks.len() + config.fs.len() + i;
+        add_virtio_device(
+            &vm,
+            &pci,
+            &buses,
+            &router,
+            index,
+            Box::new(backend),
+            &filters.vmm,
+        )?;
+    }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),
         initrd = ?loaded.initrd,
@@ -148,16 +438,28 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         memory_mib = config.memory.0 >> 20,
         "kernel loaded"
     );
-
-    let exit = Arc::new(ExitSignal::new());
-    let console = SerialConsole::new(out)?;
-    console.attach_irqfd(vm.fd())?;
-    let buses = platform_buses(console, &exit, started)?;
-    let reason = vm.run(buses, exit)?;
+    let reason = vm.run(buses, exit, &filters)?;
     tracing::info!(
         ?reason,
         ms = started.elapsed().as_secs_f64() * 1e3,
+        vmm_rss_kib = status_file.as_mut().and_then(vmm_rss_kib).unwrap_or(0),
         "VM ended"
     );
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_without_guest_memory_is_read() {
+        let mut f = std::fs::File::open("/proc/self/status").unwrap();
+        let kib = vmm_rss_kib(&mut f).unwrap();
+        assert!(kib > 0);
+        assert!(
+            vmm_rss_kib(&mut f).is_some(),
+            "the same file re-reads after a seek"
+        );
+    }
 }
