@@ -48,7 +48,7 @@ struct InFlight {
     /// Referenced by the engine until completion; never touched meanwhile.
     _iov: Vec<libc::iovec>,
     /// Keeps the guest memory mapping alive until completion.
-    _mem: Mem,
+    mem: Mem,
 }
 
 /// Per-queue worker state.
@@ -69,7 +69,7 @@ pub struct Worker {
 }
 
 // SAFETY: the raw iovec pointers in `slots` point into guest memory kept
-// alive by `_mem`; a Worker is only ever used by one thread at a time
+// alive by `mem`; a Worker is only ever used by one thread at a time
 // (behind its own Mutex).
 unsafe impl Send for Worker {}
 
@@ -307,7 +307,7 @@ impl Worker {
             expect,
             class,
             _iov: iov,
-            _mem: mem,
+            mem,
         });
         self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
         // SAFETY: the iovecs and the guest memory they point into are owned
@@ -387,7 +387,7 @@ impl Worker {
                 tracing::debug!(queue = self.queue, result = d.result, class = ?f.class, "host I/O error");
             }
             request::write_status(
-                &*f._mem,
+                &*f.mem,
                 f.status,
                 if ok { status::OK } else { status::IOERR },
             );

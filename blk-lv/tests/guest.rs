@@ -6,7 +6,6 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Child;
 use std::time::Duration;
 
 use common::*;
@@ -15,17 +14,10 @@ use cradle_testbed::QemuGuest;
 const MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
 
 struct Daemon {
-    child: Child,
+    child: ChildGuard,
     sock: std::path::PathBuf,
     img: std::path::PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Daemon {

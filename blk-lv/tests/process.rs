@@ -116,6 +116,7 @@ fn notifies_ready_after_listening_and_drains_on_sigterm() {
         .env("NOTIFY_SOCKET", &notify_path)
         .stderr(Stdio::piped())
         .spawn()
+        .map(ChildGuard)
         .unwrap();
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).unwrap();
@@ -203,7 +204,7 @@ fn serves_an_inherited_socket_fd() {
             Ok(())
         });
     }
-    let mut child = cmd.stderr(Stdio::null()).spawn().unwrap();
+    let mut child = ChildGuard(cmd.stderr(Stdio::null()).spawn().unwrap());
     drop(listener);
     let (_drv, mut qs) = connect(&sock, 1, 64);
     qs[0].write(8, &[0x42; 4096]).unwrap();

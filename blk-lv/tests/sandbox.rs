@@ -81,7 +81,11 @@ fn namespace_sandbox_shows_only_what_it_serves() {
             "disk.img".to_string(),
             "blk.sock".to_string()
         ])));
-    assert_eq!(status_field(pid, "Seccomp"), "2", "filter mode");
+    // The filter comes right after the pivot: wait for it.
+    assert!(
+        eventually(|| status_field(pid, "Seccomp") == "2"),
+        "filter mode"
+    );
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
     assert_eq!(status_field(pid, "CapBnd"), "0000000000000000");

@@ -106,14 +106,39 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// The blk-lv binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_blk-lv");
 
+/// A child process killed when dropped (so a failing test leaks nothing).
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs blk-lv as a child process with `args` and waits until its socket
 /// accepts connections.
-pub fn spawn_daemon(sock: &std::path::Path, args: &[&str]) -> std::process::Child {
-    let child = std::process::Command::new(BIN)
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+pub fn spawn_daemon(sock: &std::path::Path, args: &[&str]) -> ChildGuard {
+    let child = ChildGuard(
+        std::process::Command::new(BIN)
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     assert!(
         eventually(|| std::os::unix::net::UnixStream::connect(sock).is_ok()),
         "daemon did not listen"
