@@ -48,7 +48,11 @@ impl BlkBackend {
         let n = usize::from(device.num_queues);
         let mut workers = Vec::with_capacity(n);
         for q in 0..n {
-            let engine = UringEngine::new(device.file.clone(), u32::from(device.queue_size))?;
+            let engine = UringEngine::new(
+                device.file.clone(),
+                device.disk.is_block_device,
+                u32::from(device.queue_size),
+            )?;
             workers.push(Mutex::new(Worker::new(
                 q,
                 device.clone(),

@@ -270,18 +270,17 @@ impl Worker {
             }
             Kind::Flush => (Op::Flush, Class::Flush, 1, None, Vec::new()),
             Kind::Discard { offset, len } => (
-                Op::Fallocate {
-                    offset,
-                    len,
-                    mode: libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                },
+                Op::Discard { offset, len },
                 Class::Discard,
                 1,
                 None,
                 Vec::new(),
             ),
             Kind::WriteZeroes { offset, len, unmap } => {
-                let mode = if unmap {
+                // On a block device, PUNCH_HOLE means "write zeroes with
+                // unmap, no fallback" and fails on drives without it;
+                // ZERO_RANGE always works (unmapping is only a permission).
+                let mode = if unmap && !dev.disk.is_block_device {
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
                 } else {
                     libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
