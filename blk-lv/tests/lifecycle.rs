@@ -178,7 +178,8 @@ fn stop_queue_waits_for_in_flight_requests() {
 
 #[test]
 fn stop_queue_waits_for_throttled_requests() {
-    let d = start(4 << 20, &["--iops", "100", "--iops-burst", "1"]);
+    // 10 IOPS: a throttled request waits up to 100 ms for its token.
+    let d = start(4 << 20, &["--iops", "10", "--iops-burst", "1"]);
     let (mut drv, mut qs) = connect(&d.sock, 1, 64);
     let q = &mut qs[0];
     for k in 0..20u64 {
@@ -193,17 +194,16 @@ fn stop_queue_waits_for_throttled_requests() {
     }
     q.kick().unwrap();
     assert!(eventually(|| d.device.counters.get("throttled") >= 1));
-    let t = std::time::Instant::now();
+    assert!(
+        d.device.total_in_flight() >= 1,
+        "a request waits for a token"
+    );
     let base = drv.stop_queue(0).unwrap();
-    let done = q.poll().unwrap();
     // Everything taken from the ring was answered before the stop returned,
     // including the request that was waiting for a token.
+    assert_eq!(d.device.total_in_flight(), 0);
+    let done = q.poll().unwrap();
     assert_eq!(done.len() as u32, base);
     assert!(base < 20, "QoS kept some in the ring");
-    assert!(
-        t.elapsed() >= Duration::from_millis(5),
-        "stop waited for the throttled request"
-    );
-    assert_eq!(d.device.total_in_flight(), 0);
     assert!(done.iter().all(|c| c.status == S_OK));
 }

@@ -64,17 +64,14 @@ fn namespace_sandbox_shows_only_what_it_serves() {
         .unwrap();
     let sock = dir.path().join("blk.sock");
     // Defaults: --sandbox namespace --seccomp kill.
-    let mut child = spawn_daemon(
-        &sock,
-        &[
-            "--socket",
-            sock.to_str().unwrap(),
-            "--path",
-            img.to_str().unwrap(),
-            "--num-queues",
-            "2",
-        ],
-    );
+    let mut child = spawn_ready(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--path",
+        img.to_str().unwrap(),
+        "--num-queues",
+        "2",
+    ]);
     let pid = child.id();
     assert!(eventually(|| root_entries(pid)
         == BTreeSet::from([
@@ -112,17 +109,14 @@ fn chroot_sandbox_shows_nothing() {
         .set_len(1 << 20)
         .unwrap();
     let sock = dir.path().join("blk.sock");
-    let mut child = spawn_daemon(
-        &sock,
-        &[
-            "--socket",
-            sock.to_str().unwrap(),
-            "--path",
-            img.to_str().unwrap(),
-            "--sandbox",
-            "chroot",
-        ],
-    );
+    let mut child = spawn_ready(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--path",
+        img.to_str().unwrap(),
+        "--sandbox",
+        "chroot",
+    ]);
     let pid = child.id();
     assert!(eventually(|| root_entries(pid).is_empty()));
     let (_drv, mut qs) = connect(&sock, 1, 64);

@@ -164,3 +164,26 @@ pub fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
+
+/// Runs blk-lv with `NOTIFY_SOCKET` set and waits (up to 30 s) for its
+/// READY=1, which comes after the sandbox and seccomp are in place.
+pub fn spawn_ready(args: &[&str]) -> ChildGuard {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let child = ChildGuard(
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("NOTIFY_SOCKET", &path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 16];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    child
+}
