@@ -101,6 +101,14 @@ impl VhostUserBackend for BlkBackend {
             | VhostUserProtocolFeatures::REPLY_ACK
     }
 
+    fn acked_features(&self, features: u64) {
+        // virtio 1.x 5.2.5.1: without CONFIG_WCE the cache is writeback
+        // exactly when FLUSH was negotiated; a driver that cannot flush gets
+        // write-through (RWF_DSYNC). Each connection starts from this.
+        let flush = features & (1 << virtio_bindings::virtio_blk::VIRTIO_BLK_F_FLUSH) != 0;
+        self.inner.device.writeback.store(flush, Ordering::Relaxed);
+    }
+
     fn set_event_idx(&self, enabled: bool) {
         self.inner.event_idx.store(enabled, Ordering::Relaxed);
         for i in 0..self.inner.workers.len() {

@@ -207,3 +207,26 @@ fn stop_queue_waits_for_throttled_requests() {
     assert!(base < 20, "QoS kept some in the ring");
     assert!(done.iter().all(|c| c.status == S_OK));
 }
+
+#[test]
+fn no_flush_feature_means_write_through() {
+    let d = start(1 << 20, &[]);
+    let mut drv = Driver::connect(
+        &d.sock,
+        DriverConfig {
+            features: !(1u64 << 9),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(drv.features() & (1 << 9), 0, "FLUSH not negotiated");
+    assert_eq!(drv.get_config(32, 1).unwrap(), vec![0], "writeback off");
+    assert!(!d
+        .device
+        .writeback
+        .load(std::sync::atomic::Ordering::Relaxed));
+    drop(drv);
+    // The next frontend negotiates FLUSH and gets the cache back.
+    let mut drv = Driver::connect(&d.sock, DriverConfig::default()).unwrap();
+    assert_eq!(drv.get_config(32, 1).unwrap(), vec![1]);
+}
