@@ -214,6 +214,6 @@ impl DaemonBackend for BlkBackend {
         if !dev.wait_until(STOP_TIMEOUT, |d| d.total_in_flight() == 0) {
             tracing::warn!("requests still in flight after disconnect");
         }
-        tracing::info!(counters = %dev.counters.line(), "connection closed");
+        tracing::info!(counters = %dev.counters_line(), "connection closed");
     }
 }

@@ -1,7 +1,7 @@
 //! One queue's worker: pops chains, validates them, hands I/O to its own
 //! engine and returns completions to the used ring in batches. Nothing
-//! here is shared with other queues except relaxed counters and, when QoS
-//! is on, the token buckets.
+//! here is written by other queues except, when QoS is on, the token
+//! buckets.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -169,9 +169,9 @@ impl Worker {
             match request::parse(&descs, &**mem, &self.device.limits) {
                 Ok(req) => self.admit(vring, head, req, mem.clone(), used),
                 Err((e, status_at)) => {
-                    self.device.counters.parse_error(&e);
+                    self.device.counters[self.queue].parse_error(&e);
                     tracing::debug!(queue = self.queue, head, error = %e, "refused request");
-                    bump(&self.device.counters.requests);
+                    bump(&self.device.counters[self.queue].requests);
                     let len = match status_at {
                         Some(at) => {
                             request::write_status(&**mem, at, e.status());
@@ -191,7 +191,7 @@ impl Worker {
         if let Some(qos) = &self.device.qos {
             if let Some(cost) = qos_cost(&req.kind) {
                 if let Err(wait) = qos.try_take(cost) {
-                    bump(&self.device.counters.throttled);
+                    bump(&self.device.counters[self.queue].throttled);
                     // Counted as in flight so GET_VRING_BASE and drains wait for it.
                     self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
                     self.throttled.push_back((head, req, mem));
@@ -217,8 +217,8 @@ impl Worker {
                 let n = dev.serial.len().min(ID_LEN);
                 id[..n].copy_from_slice(&dev.serial[..n]);
                 let ok = mem.write_slice(&id[..len as usize], buf).is_ok();
-                bump(&dev.counters.requests);
-                bump(&dev.counters.get_ids);
+                bump(&dev.counters[self.queue].requests);
+                bump(&dev.counters[self.queue].get_ids);
                 request::write_status(
                     &*mem,
                     req.status,
@@ -241,7 +241,7 @@ impl Worker {
                 let write = matches!(req.kind, Kind::Write { .. });
                 let Some(iov) = iovecs(&mem, bufs, write) else {
                     // Unreachable after parse() checked the ranges, but never trust it blindly.
-                    dev.counters.parse_error(&request::ParseError::BadBuffer);
+                    dev.counters[self.queue].parse_error(&request::ParseError::BadBuffer);
                     self.finish_now(vring, head, &mem, req.status, status::IOERR, used);
                     return;
                 };
@@ -331,9 +331,9 @@ impl Worker {
         st: u8,
         used: &mut bool,
     ) {
-        bump(&self.device.counters.requests);
+        bump(&self.device.counters[self.queue].requests);
         if st != status::OK {
-            bump(&self.device.counters.io_errors);
+            bump(&self.device.counters[self.queue].io_errors);
         }
         request::write_status(&**mem, at, st);
         let _ = vring.add_used(head, 1);
@@ -353,7 +353,7 @@ impl Worker {
         self.engine.complete(&mut done);
         let used = !done.is_empty();
         let dev = self.device.clone();
-        let c = &dev.counters;
+        let c = &dev.counters[self.queue];
         for d in done.drain(..) {
             let Some(f) = usize::try_from(d.tag)
                 .ok()

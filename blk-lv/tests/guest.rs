@@ -197,8 +197,9 @@ echo kept $(dd if=/dev/vda bs=4096 skip=4096 count=1 2>/dev/null | od -An -tx1 |
     assert!(run.output.contains("zeroed 00 00 00"), "{}", run.output);
     assert!(run.output.contains("kept 5a 5a 5a"), "{}", run.output);
     let after = allocated(&d.img);
+    // 24 MiB punched; allow 1 MiB for the extent-tree blocks the split needs.
     assert!(
-        after <= (64 << 20) - (24 << 20),
+        after <= (64 << 20) - (24 << 20) + (1 << 20),
         "{after} bytes still allocated"
     );
     assert_eq!(std::fs::metadata(&d.img).unwrap().len(), 64 << 20);

@@ -135,5 +135,5 @@ fn random_hostile_chains() {
             .unwrap(),
         S_OK
     );
-    assert!(d.device.counters.get("requests") >= 1600);
+    assert!(d.device.counter("requests") >= 1600);
 }

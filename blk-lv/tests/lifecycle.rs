@@ -53,7 +53,7 @@ fn four_queues_with_concurrent_submitters() {
     for t in threads {
         t.join().unwrap();
     }
-    assert!(eventually(|| d.device.counters.get("writes") == 4 * 512));
+    assert!(eventually(|| d.device.counter("writes") == 4 * 512));
     assert_eq!(d.device.total_in_flight(), 0);
 }
 
@@ -193,7 +193,7 @@ fn stop_queue_waits_for_throttled_requests() {
         .unwrap();
     }
     q.kick().unwrap();
-    assert!(eventually(|| d.device.counters.get("throttled") >= 1));
+    assert!(eventually(|| d.device.counter("throttled") >= 1));
     assert!(
         d.device.total_in_flight() >= 1,
         "a request waits for a token"

@@ -22,9 +22,9 @@ fn write_read_flush_roundtrip() {
     // The host file has the data at the same offsets.
     let host = std::fs::read(&d.disk).unwrap();
     assert_eq!(&host[7 * 512..7 * 512 + 4096], &pattern(1, 4096)[..]);
-    assert!(eventually(|| d.device.counters.get("flushes") == 1));
-    assert_eq!(d.device.counters.get("writes"), 4);
-    assert_eq!(d.device.counters.get("bytes_read"), 4 * 4096);
+    assert!(eventually(|| d.device.counter("flushes") == 1));
+    assert_eq!(d.device.counter("writes"), 4);
+    assert_eq!(d.device.counter("bytes_read"), 4 * 4096);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn discard_and_write_zeroes_punch_holes() {
         "size kept"
     );
     assert!(eventually(
-        || d.device.counters.get("discards") == 1 && d.device.counters.get("write_zeroes") == 2
+        || d.device.counter("discards") == 1 && d.device.counter("write_zeroes") == 2
     ));
 }
 
@@ -108,7 +108,7 @@ fn unsupported_type_gets_unsupp() {
             .unwrap(),
         S_UNSUPP
     );
-    assert!(eventually(|| d.device.counters.get("unsupported") == 1));
+    assert!(eventually(|| d.device.counter("unsupported") == 1));
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn out_of_range_gets_ioerr() {
         .unwrap(),
         S_IOERR
     );
-    assert!(eventually(|| d.device.counters.get("out_of_range") == 4));
+    assert!(eventually(|| d.device.counter("out_of_range") == 4));
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn readonly_refuses_modifications() {
         vec![7u8; 1 << 20],
         "file untouched"
     );
-    assert!(eventually(|| d.device.counters.get("read_only") == 3));
+    assert!(eventually(|| d.device.counter("read_only") == 3));
 }
 
 #[test]
@@ -252,5 +252,5 @@ fn flush_after_completed_writes_and_in_a_mixed_batch() {
         let off = (k * 4096) as usize;
         assert!(host[off..off + 4096] == pattern(k, 4096)[..], "block {k}");
     }
-    assert!(eventually(|| d.device.counters.get("flushes") == 2));
+    assert!(eventually(|| d.device.counter("flushes") == 2));
 }
