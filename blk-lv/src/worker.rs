@@ -156,10 +156,7 @@ impl Worker {
             {
                 return (true, popped);
             }
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem.clone());
+            let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&**mem);
             let Some(chain) = chain else {
                 return (false, popped);
             };
@@ -210,7 +207,8 @@ impl Worker {
     /// Starts a validated request: answers GET_ID at once, queues the rest
     /// on the engine.
     fn start(&mut self, vring: &Vring, head: u16, req: Request, mem: Mem, used: &mut bool) {
-        let dev = self.device.clone();
+        // A borrow, not an Arc clone: no shared refcount traffic per request.
+        let dev: &Device = &self.device;
         let (op, class, used_len, expect, iov) = match req.kind {
             Kind::GetId { buf, len } => {
                 let mut id = [0u8; ID_LEN];
