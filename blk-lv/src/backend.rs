@@ -202,6 +202,10 @@ impl DaemonBackend for BlkBackend {
         Ok(())
     }
 
+    fn exit_events(&self) -> Option<&ExitEvents> {
+        Some(&self.inner.exit)
+    }
+
     fn detach(&self) {
         // Taking each worker's lock once guarantees that no worker is in
         // the middle of popping; after that none will pop again.

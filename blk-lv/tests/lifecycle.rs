@@ -230,3 +230,34 @@ fn no_flush_feature_means_write_through() {
     let mut drv = Driver::connect(&d.sock, DriverConfig::default()).unwrap();
     assert_eq!(drv.get_config(32, 1).unwrap(), vec![1]);
 }
+
+fn count(dir: &str) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
+#[test]
+fn reconnects_leak_no_fds_or_threads() {
+    let d = start(1 << 20, &["--num-queues", "2"]);
+    let cycle = || {
+        let (_drv, mut qs) = connect(&d.sock, 2, 64);
+        qs[1].write(0, &[1; 4096]).unwrap();
+    };
+    cycle();
+    // Worker threads of a closed connection exit asynchronously.
+    let settle = || std::thread::sleep(Duration::from_millis(200));
+    settle();
+    let (fds, threads) = (count("/proc/self/fd"), count("/proc/self/task"));
+    for _ in 0..30 {
+        cycle();
+    }
+    assert!(
+        eventually(|| count("/proc/self/task") <= threads + 1),
+        "threads {threads} -> {}",
+        count("/proc/self/task")
+    );
+    assert!(
+        eventually(|| count("/proc/self/fd") <= fds + 2),
+        "fds {fds} -> {}",
+        count("/proc/self/fd")
+    );
+}

@@ -89,6 +89,18 @@ fn namespace_sandbox_shows_only_what_it_serves() {
     // Two connections in a row (new io_urings under the filter), then SIGTERM.
     workload(&sock);
     workload(&sock);
+    // Reconnections under the sandbox and seccomp leak no descriptors.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = fds();
+    for _ in 0..5 {
+        workload(&sock);
+    }
+    assert!(eventually(|| fds() <= before), "fds {before} -> {}", fds());
     assert!(child.try_wait().unwrap().is_none(), "daemon still alive");
     // The host file got the writes.
     assert_eq!(std::fs::read(&img).unwrap()[..8192], pattern(0, 8192)[..]);
