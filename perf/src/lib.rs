@@ -10,11 +10,13 @@ pub mod chart;
 pub mod fio;
 pub mod guest;
 pub mod jobs;
+pub mod loadgen;
 pub mod procstat;
 pub mod raw;
 pub mod record;
 pub mod report;
 pub mod stats;
+pub mod suite;
 
 /// Why a measurement could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,16 @@
 #![deny(missing_docs)]
 
 pub mod arch;
+pub mod boot;
+pub mod config;
 pub mod control;
+pub mod devices;
+pub mod exit;
+pub mod kick;
+pub mod launch;
 pub mod memory;
 pub mod minivm;
 pub mod payload;
 pub mod probe;
+pub mod vcpu;
+pub mod vm;

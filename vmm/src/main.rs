@@ -1,9 +1,16 @@
 //! `kcradle`: the cradle launcher and VMM.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use cradle_vmm::config::{
+    DiskConfig, FsConfig, MemorySize, NetConfig, SerialConfig, VmConfig, DEFAULT_CMDLINE,
+};
+use cradle_vmm::launch::boot;
 use cradle_vmm::probe::{run_probe, DEFAULT_ITERATIONS};
 
 /// Runs containers in KVM microVMs.
@@ -23,9 +30,96 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..))]
         iterations: u32,
     },
+    /// Boot a Linux kernel in a microVM; exits with the guest's status.
+    Boot(Box<BootArgs>),
+}
+
+#[derive(Debug, Args)]
+struct BootArgs {
+    /// JSON file describing the whole VM (instead of the other flags).
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline", "cpus", "memory",
+        "hugepages", "disk", "fs", "net", "serial"])]
+    config: Option<PathBuf>,
+    /// bzImage to boot.
+    #[arg(long, required_unless_present = "config")]
+    kernel: Option<PathBuf>,
+    /// Initramfs; repeat to append more cpio archives.
+    #[arg(long)]
+    initrd: Vec<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Guest RAM: 512M, 2G, or a number of MiB.
+    #[arg(long, default_value = "512M")]
+    memory: MemorySize,
+    /// Back guest RAM with 2 MiB hugepages.
+    #[arg(long)]
+    hugepages: bool,
+    /// vhost-user-blk disk: socket=PATH[,num_queues=N,queue_size=N].
+    #[arg(long)]
+    disk: Vec<DiskConfig>,
+    /// vhost-user-fs share: tag=TAG,socket=PATH[,num_queues=N].
+    #[arg(long)]
+    fs: Vec<FsConfig>,
+    /// vhost-user-net interface: socket=PATH,mac=MAC[,num_queue_pairs=N].
+    #[arg(long)]
+    net: Vec<NetConfig>,
+    /// Guest console: stdio, file=PATH or none.
+    #[arg(long, default_value = "stdio")]
+    serial: SerialConfig,
+}
+
+impl BootArgs {
+    fn into_config(self) -> Result<VmConfig, cradle_vmm::config::ConfigError> {
+        if let Some(path) = self.config {
+            return VmConfig::from_json_file(&path);
+        }
+        Ok(VmConfig {
+            // clap requires --kernel when --config is absent.
+            kernel: self.kernel.unwrap_or_default(),
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            cpus: self.cpus,
+            memory: self.memory,
+            hugepages: self.hugepages,
+            disks: self.disk,
+            fs: self.fs,
+            nets: self.net,
+            serial: self.serial,
+        })
+    }
+}
+
+fn run_boot(args: BootArgs, started: Instant) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KCRADLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kcradle: boot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match boot(&config, started) {
+        Ok(reason) => ExitCode::from(reason.exit_status()),
+        Err(e) => {
+            eprintln!("kcradle: boot: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -33,10 +127,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) if e.use_stderr() => {
-            // One line: clap's first line already names the bad flag or value.
+            // One line: clap's message without the usage and help hints.
             let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("bad arguments");
-            eprintln!("kcradle: {}", first.trim_start_matches("error: "));
+            let reason: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let reason = reason.join(" ");
+            eprintln!("kcradle: {}", reason.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
         Err(e) => {
@@ -58,5 +158,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Boot(args) => run_boot(*args, started),
     }
 }

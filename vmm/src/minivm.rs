@@ -1,11 +1,13 @@
 //! A single-vCPU VM for hand-written payloads: the KVM probe runs on it, and
 //! so do the tests of the vCPU setup, port I/O and MMIO exits.
 //!
-//! It has no irqchip, so `hlt` exits to us and ends the run. Every port and
-//! MMIO access is recorded with the time the exit reached the VMM; reads are
-//! answered with all-ones, like an empty bus.
+//! Without an irqchip `hlt` exits to us and ends the run. With one (for
+//! interrupt tests) `hlt` stays in the kernel, so a run ends when a stop
+//! condition on an access holds, or at a timeout. Every port and MMIO access
+//! is recorded with the time the exit reached the VMM; port accesses go to a
+//! [`Bus`], MMIO reads are answered with all-ones.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::mmap::FromRangesError;
@@ -16,6 +18,8 @@ use crate::arch::x86_64::{
     setup_fpu, setup_long_mode, setup_real_mode, setup_real_mode_regs, setup_regs, ArchError,
     BootRegs,
 };
+use crate::devices::bus::Bus;
+use crate::kick::Watchdog;
 use crate::memory::{register_guest_memory, MemoryError};
 use crate::payload::CodeMode;
 
@@ -25,6 +29,9 @@ pub const PAYLOAD_START: u64 = 0x1_0000;
 
 /// The boot page tables map all 4 GiB so payloads can reach the PCI hole.
 const IDENTITY_MAP_GIB: u64 = 4;
+
+/// How long [`MiniVm::run`] lets a payload run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the mini VM could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +66,15 @@ pub enum VmError {
     /// The payload did not halt within the exit budget.
     #[error("payload did not halt after {0} exits")]
     TooManyExits(usize),
+    /// KVM_CREATE_IRQCHIP failed.
+    #[error("KVM_CREATE_IRQCHIP failed: {0}")]
+    CreateIrqchip(#[source] kvm_ioctls::Error),
+    /// The watchdog thread or its signal handler could not be set up.
+    #[error("cannot arm the vCPU watchdog: {0}")]
+    Watchdog(#[source] vmm_sys_util::errno::Error),
+    /// The payload neither halted nor met the stop condition in time.
+    #[error("payload still running after {0:?}")]
+    Timeout(Duration),
 }
 
 /// One access the payload made to something that is not RAM.
@@ -147,8 +163,21 @@ impl MiniVm {
     /// Creates the VM and its vCPU, loads `code` at [`PAYLOAD_START`] and
     /// points the vCPU at it in `mode`.
     pub fn new(mem_size: usize, mode: CodeMode, code: &[u8]) -> Result<Self, VmError> {
+        Self::build(mem_size, mode, code, false)
+    }
+
+    /// Like [`MiniVm::new`], with KVM's in-kernel PIC, IOAPIC and LAPIC
+    /// (default GSI routing: GSI 0-15 on the PIC and IOAPIC).
+    pub fn with_irqchip(mem_size: usize, mode: CodeMode, code: &[u8]) -> Result<Self, VmError> {
+        Self::build(mem_size, mode, code, true)
+    }
+
+    fn build(mem_size: usize, mode: CodeMode, code: &[u8], irqchip: bool) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let vm = kvm.create_vm().map_err(VmError::CreateVm)?;
+        if irqchip {
+            vm.create_irq_chip().map_err(VmError::CreateIrqchip)?;
+        }
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)])
             .map_err(VmError::GuestMemory)?;
         // `mem` lives in the returned struct as long as the VM does.
@@ -188,24 +217,45 @@ impl MiniVm {
     }
 
     /// Runs until `hlt`, recording every port and MMIO access; gives up
-    /// after `max_exits` exits.
+    /// after `max_exits` exits or [`DEFAULT_TIMEOUT`].
     pub fn run(&mut self, max_exits: usize) -> Result<RunLog, VmError> {
+        self.run_on_bus(&mut Bus::new(), max_exits, DEFAULT_TIMEOUT, |_| false)
+    }
+
+    /// Runs until `hlt` or until `stop` holds for an access, sending port
+    /// accesses to `bus`; gives up after `max_exits` exits or `timeout`.
+    pub fn run_on_bus(
+        &mut self,
+        bus: &mut Bus,
+        max_exits: usize,
+        timeout: Duration,
+        mut stop: impl FnMut(&Access) -> bool,
+    ) -> Result<RunLog, VmError> {
+        let watchdog = Watchdog::arm(timeout).map_err(VmError::Watchdog)?;
         let mut log = RunLog::default();
         for _ in 0..max_exits {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    if watchdog.fired() {
+                        return Err(VmError::Timeout(timeout));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(VmError::Run(e)),
             };
             let at = Instant::now();
             let access = match exit {
                 VcpuExit::Hlt => return Ok(log),
-                VcpuExit::IoOut(port, data) => Access::PortWrite {
-                    port,
-                    data: data.to_vec(),
-                },
+                VcpuExit::IoOut(port, data) => {
+                    bus.write(u64::from(port), data);
+                    Access::PortWrite {
+                        port,
+                        data: data.to_vec(),
+                    }
+                }
                 VcpuExit::IoIn(port, data) => {
-                    data.fill(0xff);
+                    bus.read(u64::from(port), data);
                     Access::PortRead {
                         port,
                         len: data.len(),
@@ -224,7 +274,11 @@ impl MiniVm {
                 }
                 other => return Err(VmError::UnexpectedExit(format!("{other:?}"))),
             };
+            let done = stop(&access);
             log.events.push(Event { at, access });
+            if done {
+                return Ok(log);
+            }
         }
         Err(VmError::TooManyExits(max_exits))
     }

@@ -127,6 +127,59 @@ impl Asm {
         asm
     }
 
+    /// `mov al, value; out port, al` with an 8-bit immediate port.
+    pub fn out_imm8(mut self, port: u8, value: u8) -> Self {
+        self.code.extend_from_slice(&[0xb0, value, 0xe6, port]);
+        self
+    }
+
+    /// `in al, dx`: one byte from the port in `dx`.
+    pub fn in_al_dx(mut self) -> Self {
+        self.code.push(0xec);
+        self
+    }
+
+    /// `mov edi, [rsi + disp]` (long mode): load a 32-bit pointer from the
+    /// structure `rsi` points to, such as `cmd_line_ptr` in the zero page.
+    pub fn load_edi_from_rsi(mut self, disp: u32) -> Self {
+        self.code.extend_from_slice(&[0x8b, 0xbe]);
+        self.code.extend_from_slice(&disp.to_le_bytes());
+        self
+    }
+
+    /// Writes the NUL-terminated string at `rdi` to the port in `dx`, one
+    /// `out` per byte (long mode):
+    /// `1: mov al, [rdi]; test al, al; jz 2f; out dx, al; inc rdi; jmp 1b; 2:`.
+    pub fn out_cstring_at_rdi(mut self) -> Self {
+        self.code.extend_from_slice(&[
+            0x8a, 0x07, // mov al, [rdi]
+            0x84, 0xc0, // test al, al
+            0x74, 0x06, // jz +6
+            0xee, // out dx, al
+            0x48, 0xff, 0xc7, // inc rdi
+            0xeb, 0xf4, // jmp -12
+        ]);
+        self
+    }
+
+    /// `sti`: accept maskable interrupts.
+    pub fn sti(mut self) -> Self {
+        self.code.push(0xfb);
+        self
+    }
+
+    /// `cli`: mask interrupts.
+    pub fn cli(mut self) -> Self {
+        self.code.push(0xfa);
+        self
+    }
+
+    /// `1: hlt; jmp 1b`: wait for interrupts forever.
+    pub fn halt_loop(mut self) -> Self {
+        self.code.extend_from_slice(&[0xf4, 0xeb, 0xfd]);
+        self
+    }
+
     /// `hlt`: without an in-kernel irqchip this exits to the VMM.
     pub fn hlt(mut self) -> Self {
         self.code.push(0xf4);
@@ -188,6 +241,22 @@ mod tests {
             0xf4,
         ];
         assert_eq!(code, expected);
+    }
+
+    #[test]
+    fn interrupt_helpers() {
+        let code = Asm::new(CodeMode::Real)
+            .out_imm8(0x21, 0xef)
+            .in_al_dx()
+            .sti()
+            .cli()
+            .halt_loop()
+            .finish();
+        // mov al, 0xef; out 0x21, al; in al, dx; sti; cli; 1: hlt; jmp 1b
+        assert_eq!(
+            code,
+            [0xb0, 0xef, 0xe6, 0x21, 0xec, 0xfb, 0xfa, 0xf4, 0xeb, 0xfd]
+        );
     }
 
     #[test]

@@ -121,8 +121,12 @@ pub fn init_logging(filter: &str) {
             std::process::exit(2);
         }
     };
+    // Colour codes only on a terminal: logs captured to files, journald
+    // or test harnesses must stay greppable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(env)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

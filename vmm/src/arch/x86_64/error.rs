@@ -17,6 +17,27 @@ pub enum ArchError {
     /// Writing the FPU state of the vCPU failed.
     #[error("KVM_SET_FPU failed: {0}")]
     SetFpu(#[source] kvm_ioctls::Error),
+    /// KVM_GET_SUPPORTED_CPUID failed.
+    #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
+    GetSupportedCpuid(#[source] kvm_ioctls::Error),
+    /// KVM_SET_CPUID2 failed.
+    #[error("KVM_SET_CPUID2 failed: {0}")]
+    SetCpuid(#[source] kvm_ioctls::Error),
+    /// KVM_SET_MSRS failed.
+    #[error("KVM_SET_MSRS failed: {0}")]
+    SetMsrs(#[source] kvm_ioctls::Error),
+    /// KVM did not accept one of the boot MSRs.
+    #[error("KVM rejected MSR {0:#x}")]
+    MsrRejected(u32),
+    /// The MSR list does not fit KVM's limit.
+    #[error("{0} MSRs exceed KVM's list size")]
+    TooManyMsrs(usize),
+    /// KVM_GET_LAPIC failed.
+    #[error("KVM_GET_LAPIC failed: {0}")]
+    GetLapic(#[source] kvm_ioctls::Error),
+    /// KVM_SET_LAPIC failed.
+    #[error("KVM_SET_LAPIC failed: {0}")]
+    SetLapic(#[source] kvm_ioctls::Error),
     /// The GDT does not fit in guest memory.
     #[error("cannot write the GDT into guest memory: {0}")]
     WriteGdt(#[source] GuestMemoryError),

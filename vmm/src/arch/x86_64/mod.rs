@@ -2,10 +2,15 @@
 //! the vCPU register state that the 64-bit Linux boot protocol expects, plus
 //! the real-mode state used by the real-mode payload tests.
 
+pub mod bootparams;
+pub mod cpuid;
+pub mod e820;
 pub mod error;
 pub mod fpu;
 pub mod gdt;
+pub mod lapic;
 pub mod layout;
+pub mod msr;
 pub mod paging;
 pub mod regs;
 pub mod sregs;

@@ -1,0 +1,52 @@
+//! `net-tap` binary: flags → config, then run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cradle_devices::daemon::{self, notify, signals};
+use net_tap::config::Cli;
+use net_tap::device::Device;
+
+fn main() -> ExitCode {
+    let cli: Cli = daemon::parse_or_exit();
+    if cli.common.print_capabilities {
+        net_tap::print_capabilities();
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(reason) => {
+            eprintln!("{reason}");
+            return ExitCode::from(2);
+        }
+    };
+    daemon::init_logging(&cfg.common.log_level);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: net_tap::config::Config) -> anyhow::Result<()> {
+    let device = Arc::new(Device::open(&cfg).context("opening the tap")?);
+    let (mut listener, socket) = daemon::listen(&cfg.common)?;
+    let dev = device.clone();
+    signals::on_terminate(move || net_tap::backend::log_counters(&dev))?;
+    tracing::info!(
+        tap = device.tap.name(),
+        created = device.tap.created,
+        socket = ?socket,
+        mac = %cfg.mac,
+        mtu = cfg.mtu,
+        queue_pairs = cfg.queue_pairs,
+        offload = cfg.offload,
+        "serving"
+    );
+    notify::ready()?;
+    net_tap::serve(device, &mut listener)?;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `virtiofsd-gfs` binary: flags → config, then run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cradle_devices::daemon::{self, notify, signals};
+use virtiofsd_gfs::config::{set_rlimit_nofile, Cli, Config};
+use virtiofsd_gfs::fs::passthrough::PassthroughFs;
+use virtiofsd_gfs::fuse::Server;
+
+fn main() -> ExitCode {
+    let cli: Cli = daemon::parse_or_exit();
+    if cli.common.print_capabilities {
+        virtiofsd_gfs::print_capabilities();
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match cli.into_config() {
+        Ok(c) => c,
+        Err(reason) => {
+            eprintln!("{reason}");
+            return ExitCode::from(2);
+        }
+    };
+    daemon::init_logging(&cfg.common.log_level);
+    match run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let nofile = set_rlimit_nofile(cfg.rlimit_nofile).context("setting RLIMIT_NOFILE")?;
+    let fs = PassthroughFs::new(cfg.fs.clone())
+        .with_context(|| format!("opening {}", cfg.fs.root.display()))?;
+    let server = Arc::new(Server::new(fs, cfg.server));
+    let (mut listener, socket) = daemon::listen(&cfg.common)?;
+    let drain = server.clone();
+    signals::on_terminate(move || {
+        if !drain.drain(signals::DRAIN_TIMEOUT) {
+            tracing::warn!("requests still in flight at exit");
+        }
+    })?;
+    tracing::info!(
+        shared_dir = %cfg.fs.root.display(),
+        socket = ?socket,
+        cache = ?cfg.fs.cache,
+        readonly = cfg.server.readonly,
+        request_queues = cfg.device.request_queues,
+        thread_pool = cfg.device.thread_pool_size,
+        nofile,
+        "serving"
+    );
+    notify::ready()?;
+    virtiofsd_gfs::serve(server, cfg.device, &mut listener)?;
+    Ok(())
+}

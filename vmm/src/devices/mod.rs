@@ -1,0 +1,6 @@
+//! The few devices the VMM emulates itself; every virtio device is a
+//! vhost-user daemon instead.
+
+pub mod bus;
+pub mod i8042;
+pub mod serial;
