@@ -141,3 +141,20 @@ pub fn apply_with_ioctls(
 pub fn install(prog: &BpfProgram) -> Result<(), DaemonError> {
     seccompiler::apply_filter_all_threads(prog).map_err(|e| DaemonError::Seccomp(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_build_for_every_mode() {
+        assert!(filter(SeccompMode::None, &[]).unwrap().is_none());
+        let kill = filter(SeccompMode::Kill, &[libc::SYS_fsync])
+            .unwrap()
+            .unwrap();
+        let log = filter_with_ioctls(SeccompMode::Log, &[], &[0x1277])
+            .unwrap()
+            .unwrap();
+        assert!(!kill.is_empty() && !log.is_empty());
+    }
+}
