@@ -39,8 +39,8 @@ pub struct Device {
     pub queue_size: u16,
     /// GET_ID answer.
     pub serial: Vec<u8>,
-    /// Counters.
-    pub counters: Counters,
+    /// Counters, one set per queue.
+    pub counters: Vec<Counters>,
     /// Writeback cache on (guest may switch it off via CONFIG_WCE).
     pub writeback: AtomicBool,
     /// SIGTERM seen: take no new requests.
@@ -74,7 +74,9 @@ impl Device {
             num_queues: cfg.common.num_queues,
             queue_size,
             serial: cfg.serial.clone(),
-            counters: Counters::default(),
+            counters: (0..cfg.common.num_queues)
+                .map(|_| Counters::default())
+                .collect(),
             writeback: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             in_flight: (0..cfg.common.num_queues)
@@ -132,6 +134,19 @@ impl Device {
         c
     }
 
+    /// A counter summed over all queues (0 if the name is unknown).
+    pub fn counter(&self, name: &str) -> u64 {
+        crate::metrics::total(&self.counters)
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| v)
+    }
+
+    /// Non-zero counter totals as one `name=value ...` line.
+    pub fn counters_line(&self) -> String {
+        crate::metrics::line(&self.counters)
+    }
+
     /// Requests in flight on all queues.
     pub fn total_in_flight(&self) -> usize {
         self.in_flight
@@ -160,7 +175,7 @@ impl Device {
         if !self.limits.readonly {
             let _ = self.disk.file.sync_data();
         }
-        tracing::info!(idle, counters = %self.counters.line(), "drain finished");
+        tracing::info!(idle, counters = %self.counters_line(), "drain finished");
         idle
     }
 }

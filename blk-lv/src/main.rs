@@ -42,7 +42,11 @@ fn run(cfg: blk_lv::config::Config) -> anyhow::Result<()> {
     }
     sandbox::enter(cfg.common.sandbox, &shown)?;
     sandbox::drop_capabilities()?;
-    seccomp::apply(cfg.common.seccomp, blk_lv::SYSCALLS)?;
+    seccomp::apply_with_ioctls(
+        cfg.common.seccomp,
+        blk_lv::SYSCALLS,
+        &[blk_lv::engine::BLKDISCARD],
+    )?;
     let drain_dev = device.clone();
     signals::on_terminate(move || {
         drain_dev.drain(signals::DRAIN_TIMEOUT);

@@ -1,5 +1,6 @@
-//! Counters for every request outcome, shared by all queues (relaxed
-//! atomics: they are statistics, not synchronisation).
+//! Counters for every request outcome. One set per queue, each on its own
+//! cache lines, so queues never write to shared memory on the data path;
+//! readers sum them (relaxed atomics: statistics, not synchronisation).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,8 +8,9 @@ use crate::request::ParseError;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Per-daemon request counters.
+        /// Request counters of one queue.
         #[derive(Debug, Default)]
+        #[repr(align(128))]
         pub struct Counters {
             $($(#[$doc])* pub $name: AtomicU64,)*
         }
@@ -92,16 +94,27 @@ impl Counters {
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, v)| v)
     }
+}
 
-    /// One line `name=value ...` of the non-zero counters, for the log.
-    pub fn line(&self) -> String {
-        self.snapshot()
-            .into_iter()
-            .filter(|(_, v)| *v != 0)
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+/// Sums of every queue's counters, as `(name, value)`.
+pub fn total(sets: &[Counters]) -> Vec<(&'static str, u64)> {
+    let mut sum = Counters::default().snapshot();
+    for c in sets {
+        for (acc, (_, v)) in sum.iter_mut().zip(c.snapshot()) {
+            acc.1 += v;
+        }
     }
+    sum
+}
+
+/// One line `name=value ...` of the non-zero totals, for the log.
+pub fn line(sets: &[Counters]) -> String {
+    total(sets)
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Adds 1 to a counter.

@@ -1,7 +1,7 @@
 //! One queue's worker: pops chains, validates them, hands I/O to its own
 //! engine and returns completions to the used ring in batches. Nothing
-//! here is shared with other queues except relaxed counters and, when QoS
-//! is on, the token buckets.
+//! here is written by other queues except, when QoS is on, the token
+//! buckets.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -48,7 +48,7 @@ struct InFlight {
     /// Referenced by the engine until completion; never touched meanwhile.
     _iov: Vec<libc::iovec>,
     /// Keeps the guest memory mapping alive until completion.
-    _mem: Mem,
+    mem: Mem,
 }
 
 /// Per-queue worker state.
@@ -69,7 +69,7 @@ pub struct Worker {
 }
 
 // SAFETY: the raw iovec pointers in `slots` point into guest memory kept
-// alive by `_mem`; a Worker is only ever used by one thread at a time
+// alive by `mem`; a Worker is only ever used by one thread at a time
 // (behind its own Mutex).
 unsafe impl Send for Worker {}
 
@@ -156,10 +156,7 @@ impl Worker {
             {
                 return (true, popped);
             }
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem.clone());
+            let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(&**mem);
             let Some(chain) = chain else {
                 return (false, popped);
             };
@@ -169,9 +166,9 @@ impl Worker {
             match request::parse(&descs, &**mem, &self.device.limits) {
                 Ok(req) => self.admit(vring, head, req, mem.clone(), used),
                 Err((e, status_at)) => {
-                    self.device.counters.parse_error(&e);
+                    self.device.counters[self.queue].parse_error(&e);
                     tracing::debug!(queue = self.queue, head, error = %e, "refused request");
-                    bump(&self.device.counters.requests);
+                    bump(&self.device.counters[self.queue].requests);
                     let len = match status_at {
                         Some(at) => {
                             request::write_status(&**mem, at, e.status());
@@ -191,7 +188,7 @@ impl Worker {
         if let Some(qos) = &self.device.qos {
             if let Some(cost) = qos_cost(&req.kind) {
                 if let Err(wait) = qos.try_take(cost) {
-                    bump(&self.device.counters.throttled);
+                    bump(&self.device.counters[self.queue].throttled);
                     // Counted as in flight so GET_VRING_BASE and drains wait for it.
                     self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
                     self.throttled.push_back((head, req, mem));
@@ -210,15 +207,16 @@ impl Worker {
     /// Starts a validated request: answers GET_ID at once, queues the rest
     /// on the engine.
     fn start(&mut self, vring: &Vring, head: u16, req: Request, mem: Mem, used: &mut bool) {
-        let dev = self.device.clone();
+        // A borrow, not an Arc clone: no shared refcount traffic per request.
+        let dev: &Device = &self.device;
         let (op, class, used_len, expect, iov) = match req.kind {
             Kind::GetId { buf, len } => {
                 let mut id = [0u8; ID_LEN];
                 let n = dev.serial.len().min(ID_LEN);
                 id[..n].copy_from_slice(&dev.serial[..n]);
                 let ok = mem.write_slice(&id[..len as usize], buf).is_ok();
-                bump(&dev.counters.requests);
-                bump(&dev.counters.get_ids);
+                bump(&dev.counters[self.queue].requests);
+                bump(&dev.counters[self.queue].get_ids);
                 request::write_status(
                     &*mem,
                     req.status,
@@ -241,7 +239,7 @@ impl Worker {
                 let write = matches!(req.kind, Kind::Write { .. });
                 let Some(iov) = iovecs(&mem, bufs, write) else {
                     // Unreachable after parse() checked the ranges, but never trust it blindly.
-                    dev.counters.parse_error(&request::ParseError::BadBuffer);
+                    dev.counters[self.queue].parse_error(&request::ParseError::BadBuffer);
                     self.finish_now(vring, head, &mem, req.status, status::IOERR, used);
                     return;
                 };
@@ -270,18 +268,17 @@ impl Worker {
             }
             Kind::Flush => (Op::Flush, Class::Flush, 1, None, Vec::new()),
             Kind::Discard { offset, len } => (
-                Op::Fallocate {
-                    offset,
-                    len,
-                    mode: libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                },
+                Op::Discard { offset, len },
                 Class::Discard,
                 1,
                 None,
                 Vec::new(),
             ),
             Kind::WriteZeroes { offset, len, unmap } => {
-                let mode = if unmap {
+                // On a block device, PUNCH_HOLE means "write zeroes with
+                // unmap, no fallback" and fails on drives without it;
+                // ZERO_RANGE always works (unmapping is only a permission).
+                let mode = if unmap && !dev.disk.is_block_device {
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
                 } else {
                     libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
@@ -307,7 +304,7 @@ impl Worker {
             expect,
             class,
             _iov: iov,
-            _mem: mem,
+            mem,
         });
         self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
         // SAFETY: the iovecs and the guest memory they point into are owned
@@ -332,9 +329,9 @@ impl Worker {
         st: u8,
         used: &mut bool,
     ) {
-        bump(&self.device.counters.requests);
+        bump(&self.device.counters[self.queue].requests);
         if st != status::OK {
-            bump(&self.device.counters.io_errors);
+            bump(&self.device.counters[self.queue].io_errors);
         }
         request::write_status(&**mem, at, st);
         let _ = vring.add_used(head, 1);
@@ -354,7 +351,7 @@ impl Worker {
         self.engine.complete(&mut done);
         let used = !done.is_empty();
         let dev = self.device.clone();
-        let c = &dev.counters;
+        let c = &dev.counters[self.queue];
         for d in done.drain(..) {
             let Some(f) = usize::try_from(d.tag)
                 .ok()
@@ -387,7 +384,7 @@ impl Worker {
                 tracing::debug!(queue = self.queue, result = d.result, class = ?f.class, "host I/O error");
             }
             request::write_status(
-                &*f._mem,
+                &*f.mem,
                 f.status,
                 if ok { status::OK } else { status::IOERR },
             );

@@ -84,7 +84,7 @@ fn chain_without_status_descriptor_is_dropped() {
     let u = r.run(&[Buffer::readable(r.hdr, 16), Buffer::writable(r.status, 0)]);
     assert_eq!(u.len, 0);
     assert_eq!(r.status(), 0xee, "nothing written");
-    assert!(eventually(|| d.device.counters.get("no_status") == 3));
+    assert!(eventually(|| d.device.counter("no_status") == 3));
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn short_header_gets_ioerr() {
         vec![0x55; 512],
         "data untouched"
     );
-    assert!(eventually(|| d.device.counters.get("bad_header") == 4));
+    assert!(eventually(|| d.device.counter("bad_header") == 4));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn data_outside_guest_memory_gets_ioerr() {
         Buffer::writable(r.status, 1),
     ]);
     assert_eq!(r.status(), S_IOERR);
-    assert!(eventually(|| d.device.counters.get("bad_buffer") == 3));
+    assert!(eventually(|| d.device.counter("bad_buffer") == 3));
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn length_not_multiple_of_512_gets_ioerr() {
         Buffer::writable(r.status, 1),
     ]);
     assert_eq!(r.status(), S_OK);
-    assert!(eventually(|| d.device.counters.get("bad_length") == 2));
+    assert!(eventually(|| d.device.counter("bad_length") == 2));
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn wrong_direction_gets_ioerr_and_writes_nothing() {
     ]);
     assert_eq!(r.status(), S_IOERR);
     assert_eq!(&std::fs::read(&d.disk).unwrap()[..512], &[0x77; 512]);
-    assert!(eventually(|| d.device.counters.get("bad_direction") == 2));
+    assert!(eventually(|| d.device.counter("bad_direction") == 2));
 }
 
 #[test]
@@ -253,9 +253,7 @@ fn more_segments_than_seg_max_gets_ioerr() {
     };
     assert_eq!(run(14), S_OK, "seg_max segments through an indirect table");
     assert_eq!(run(15), S_IOERR);
-    assert!(eventually(
-        || d.device.counters.get("too_many_segments") == 1
-    ));
+    assert!(eventually(|| d.device.counter("too_many_segments") == 1));
 }
 
 #[test]

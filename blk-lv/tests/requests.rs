@@ -22,9 +22,9 @@ fn write_read_flush_roundtrip() {
     // The host file has the data at the same offsets.
     let host = std::fs::read(&d.disk).unwrap();
     assert_eq!(&host[7 * 512..7 * 512 + 4096], &pattern(1, 4096)[..]);
-    assert!(eventually(|| d.device.counters.get("flushes") == 1));
-    assert_eq!(d.device.counters.get("writes"), 4);
-    assert_eq!(d.device.counters.get("bytes_read"), 4 * 4096);
+    assert!(eventually(|| d.device.counter("flushes") == 1));
+    assert_eq!(d.device.counter("writes"), 4);
+    assert_eq!(d.device.counter("bytes_read"), 4 * 4096);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn discard_and_write_zeroes_punch_holes() {
         "size kept"
     );
     assert!(eventually(
-        || d.device.counters.get("discards") == 1 && d.device.counters.get("write_zeroes") == 2
+        || d.device.counter("discards") == 1 && d.device.counter("write_zeroes") == 2
     ));
 }
 
@@ -108,7 +108,7 @@ fn unsupported_type_gets_unsupp() {
             .unwrap(),
         S_UNSUPP
     );
-    assert!(eventually(|| d.device.counters.get("unsupported") == 1));
+    assert!(eventually(|| d.device.counter("unsupported") == 1));
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn out_of_range_gets_ioerr() {
         .unwrap(),
         S_IOERR
     );
-    assert!(eventually(|| d.device.counters.get("out_of_range") == 4));
+    assert!(eventually(|| d.device.counter("out_of_range") == 4));
 }
 
 #[test]
@@ -198,5 +198,59 @@ fn readonly_refuses_modifications() {
         vec![7u8; 1 << 20],
         "file untouched"
     );
-    assert!(eventually(|| d.device.counters.get("read_only") == 3));
+    assert!(eventually(|| d.device.counter("read_only") == 3));
+}
+
+#[test]
+fn flush_after_completed_writes_and_in_a_mixed_batch() {
+    let d = start(8 << 20, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 128);
+    let q = &mut qs[0];
+    // Writes completed first, then one batch (one kick) mixing a FLUSH
+    // with more writes: every request completes OK exactly once.
+    for k in 0..16u64 {
+        q.submit(
+            BlkRequest::Write {
+                sector: k * 8,
+                data: &pattern(k, 4096),
+            },
+            k,
+        )
+        .unwrap();
+    }
+    q.kick().unwrap();
+    let mut done = 0;
+    while done < 16 {
+        done += q.reap(std::time::Duration::from_secs(5)).unwrap().len();
+    }
+    q.submit(BlkRequest::Flush, 100).unwrap();
+    for k in 16..32u64 {
+        q.submit(
+            BlkRequest::Write {
+                sector: k * 8,
+                data: &pattern(k, 4096),
+            },
+            k,
+        )
+        .unwrap();
+    }
+    q.kick().unwrap();
+    let mut tags = Vec::new();
+    while tags.len() < 17 {
+        for c in q.reap(std::time::Duration::from_secs(5)).unwrap() {
+            assert_eq!(c.status, S_OK, "tag {}", c.tag);
+            tags.push(c.tag);
+        }
+    }
+    tags.sort();
+    let mut want: Vec<u64> = (16..32).collect();
+    want.push(100);
+    assert_eq!(tags, want);
+    assert_eq!(q.status(BlkRequest::Flush).unwrap(), S_OK);
+    let host = std::fs::read(&d.disk).unwrap();
+    for k in 0..32u64 {
+        let off = (k * 4096) as usize;
+        assert!(host[off..off + 4096] == pattern(k, 4096)[..], "block {k}");
+    }
+    assert!(eventually(|| d.device.counter("flushes") == 2));
 }

@@ -64,30 +64,43 @@ fn namespace_sandbox_shows_only_what_it_serves() {
         .unwrap();
     let sock = dir.path().join("blk.sock");
     // Defaults: --sandbox namespace --seccomp kill.
-    let mut child = spawn_daemon(
-        &sock,
-        &[
-            "--socket",
-            sock.to_str().unwrap(),
-            "--path",
-            img.to_str().unwrap(),
-            "--num-queues",
-            "2",
-        ],
-    );
+    let mut child = spawn_ready(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--path",
+        img.to_str().unwrap(),
+        "--num-queues",
+        "2",
+    ]);
     let pid = child.id();
     assert!(eventually(|| root_entries(pid)
         == BTreeSet::from([
             "disk.img".to_string(),
             "blk.sock".to_string()
         ])));
-    assert_eq!(status_field(pid, "Seccomp"), "2", "filter mode");
+    // The filter comes right after the pivot: wait for it.
+    assert!(
+        eventually(|| status_field(pid, "Seccomp") == "2"),
+        "filter mode"
+    );
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
     assert_eq!(status_field(pid, "CapBnd"), "0000000000000000");
     // Two connections in a row (new io_urings under the filter), then SIGTERM.
     workload(&sock);
     workload(&sock);
+    // Reconnections under the sandbox and seccomp leak no descriptors.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = fds();
+    for _ in 0..5 {
+        workload(&sock);
+    }
+    assert!(eventually(|| fds() <= before), "fds {before} -> {}", fds());
     assert!(child.try_wait().unwrap().is_none(), "daemon still alive");
     // The host file got the writes.
     assert_eq!(std::fs::read(&img).unwrap()[..8192], pattern(0, 8192)[..]);
@@ -108,17 +121,14 @@ fn chroot_sandbox_shows_nothing() {
         .set_len(1 << 20)
         .unwrap();
     let sock = dir.path().join("blk.sock");
-    let mut child = spawn_daemon(
-        &sock,
-        &[
-            "--socket",
-            sock.to_str().unwrap(),
-            "--path",
-            img.to_str().unwrap(),
-            "--sandbox",
-            "chroot",
-        ],
-    );
+    let mut child = spawn_ready(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--path",
+        img.to_str().unwrap(),
+        "--sandbox",
+        "chroot",
+    ]);
     let pid = child.id();
     assert!(eventually(|| root_entries(pid).is_empty()));
     let (_drv, mut qs) = connect(&sock, 1, 64);

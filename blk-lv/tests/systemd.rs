@@ -96,6 +96,7 @@ fn exec_start_runs_as_systemd_would() {
         .args(&argv[1..])
         .env("NOTIFY_SOCKET", &notify_path)
         .spawn()
+        .map(ChildGuard)
         .unwrap();
     let mut buf = [0u8; 32];
     let n = notify.recv(&mut buf).unwrap();

@@ -129,6 +129,35 @@ pub fn init_logging(filter: &str) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn queue_size_must_be_a_power_of_two() {
+        assert_eq!(parse_queue_size("256"), Ok(256));
+        assert_eq!(parse_queue_size("32768"), Ok(32768));
+        for bad in ["0", "1", "3", "1000", "65536", "-2", "x"] {
+            assert!(parse_queue_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        let c = Cli::try_parse_from(["d", "--socket", "/s"]).unwrap().common;
+        assert_eq!(c.sandbox, SandboxMode::Namespace);
+        assert_eq!(c.seccomp, SeccompMode::Kill);
+        assert_eq!((c.num_queues, c.queue_size, c.readonly), (1, 256, false));
+        assert!(Cli::try_parse_from(["d", "--socket", "/s", "--fd", "3"]).is_err());
+        assert!(Cli::try_parse_from(["d", "--num-queues", "65"]).is_err());
+    }
 }

@@ -59,3 +59,21 @@ pub fn send(state: &str) -> std::io::Result<bool> {
         _ => Ok(false),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ready_reaches_notify_socket() {
+        let dir = std::env::temp_dir().join(format!("cradle-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let sock = std::os::unix::net::UnixDatagram::bind(&dir).unwrap();
+        // SAFETY (test): nextest runs each test in its own process, so no
+        // other thread reads the environment concurrently.
+        std::env::set_var("NOTIFY_SOCKET", &dir);
+        assert!(super::ready().unwrap());
+        let mut buf = [0u8; 16];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 pub use seccompiler::BpfProgram;
-use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch,
+};
 
 use super::{DaemonError, SeccompMode};
 
@@ -73,13 +76,40 @@ pub const BASE: &[i64] = &[
 
 /// Builds the filter for `BASE` plus `extra`.
 pub fn filter(mode: SeccompMode, extra: &[i64]) -> Result<Option<BpfProgram>, DaemonError> {
+    filter_with_ioctls(mode, extra, &[])
+}
+
+/// Builds the filter for `BASE` plus `extra`, plus `ioctl(2)` restricted
+/// to the request numbers in `ioctls` (none: no ioctl at all).
+pub fn filter_with_ioctls(
+    mode: SeccompMode,
+    extra: &[i64],
+    ioctls: &[u32],
+) -> Result<Option<BpfProgram>, DaemonError> {
     let mismatch = match mode {
         SeccompMode::None => return Ok(None),
         SeccompMode::Kill => SeccompAction::KillProcess,
         SeccompMode::Log => SeccompAction::Log,
     };
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+    let bad = |e: seccompiler::BackendError| DaemonError::Seccomp(e.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         BASE.iter().chain(extra).map(|s| (*s, Vec::new())).collect();
+    if !ioctls.is_empty() {
+        let per_request = ioctls
+            .iter()
+            .map(|req| {
+                let c = SeccompCondition::new(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    u64::from(*req),
+                )
+                .map_err(bad)?;
+                SeccompRule::new(vec![c]).map_err(bad)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rules.insert(libc::SYS_ioctl, per_request);
+    }
     let f = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(|e| DaemonError::Seccomp(e.to_string()))?;
     let prog: BpfProgram = f
@@ -91,7 +121,16 @@ pub fn filter(mode: SeccompMode, extra: &[i64]) -> Result<Option<BpfProgram>, Da
 /// Installs the filter on every thread of the process (call before
 /// spawning threads anyway, so nothing runs unfiltered).
 pub fn apply(mode: SeccompMode, extra: &[i64]) -> Result<(), DaemonError> {
-    match filter(mode, extra)? {
+    apply_with_ioctls(mode, extra, &[])
+}
+
+/// [`apply`] with `ioctl(2)` allowed for the request numbers in `ioctls`.
+pub fn apply_with_ioctls(
+    mode: SeccompMode,
+    extra: &[i64],
+    ioctls: &[u32],
+) -> Result<(), DaemonError> {
+    match filter_with_ioctls(mode, extra, ioctls)? {
         Some(prog) => install(&prog),
         None => Ok(()),
     }
@@ -101,4 +140,21 @@ pub fn apply(mode: SeccompMode, extra: &[i64]) -> Result<(), DaemonError> {
 /// in a forked child).
 pub fn install(prog: &BpfProgram) -> Result<(), DaemonError> {
     seccompiler::apply_filter_all_threads(prog).map_err(|e| DaemonError::Seccomp(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_build_for_every_mode() {
+        assert!(filter(SeccompMode::None, &[]).unwrap().is_none());
+        let kill = filter(SeccompMode::Kill, &[libc::SYS_fsync])
+            .unwrap()
+            .unwrap();
+        let log = filter_with_ioctls(SeccompMode::Log, &[], &[0x1277])
+            .unwrap()
+            .unwrap();
+        assert!(!kill.is_empty() && !log.is_empty());
+    }
 }

@@ -35,13 +35,27 @@ pub trait DaemonBackend:
     /// Called when the frontend has gone, before the workers are told to
     /// exit: finish (or cancel) in-flight requests. The default does nothing.
     fn detach(&self) {}
+
+    /// The exit events this backend hands to vhost-user-backend, so that
+    /// the accept loop can reclaim their descriptors after each
+    /// connection (see [`ExitEvents::release`]).
+    fn exit_events(&self) -> Option<&ExitEvents> {
+        None
+    }
 }
 
 /// Per-worker exit eventfds, for [`VhostUserBackend::exit_event`]: the
 /// accept loop uses them to stop a connection's workers.
+///
+/// vhost-user-backend 0.24 turns the consumer it is given into a raw fd
+/// that it never closes (one leaked descriptor per worker per
+/// connection). We remember those numbers and close them in
+/// [`ExitEvents::release`], once the connection's workers were told to
+/// exit; the eventfd itself stays alive through the notifiers until then.
 #[derive(Debug)]
 pub struct ExitEvents {
     events: Vec<(EventConsumer, EventNotifier)>,
+    handed_out: std::sync::Mutex<Vec<std::os::fd::RawFd>>,
 }
 
 impl ExitEvents {
@@ -50,13 +64,49 @@ impl ExitEvents {
         let events = (0..threads)
             .map(|_| new_event_consumer_and_notifier(EventFlag::CLOEXEC | EventFlag::NONBLOCK))
             .collect::<Result<_, _>>()?;
-        Ok(ExitEvents { events })
+        Ok(ExitEvents {
+            events,
+            handed_out: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// What [`VhostUserBackend::exit_event`] returns for `thread`.
     pub fn get(&self, thread: usize) -> Option<(EventConsumer, EventNotifier)> {
+        use std::os::fd::AsRawFd;
         let (c, n) = self.events.get(thread)?;
-        Some((c.try_clone().ok()?, n.try_clone().ok()?))
+        let c = c.try_clone().ok()?;
+        let n = n.try_clone().ok()?;
+        if let Ok(mut h) = self.handed_out.lock() {
+            h.push(c.as_raw_fd());
+        }
+        Some((c, n))
+    }
+
+    /// Closes the consumer descriptors handed out by [`ExitEvents::get`]
+    /// that vhost-user-backend leaked. Call only after the connection's
+    /// daemon was stopped, before anything else can open descriptors.
+    pub fn release(&self) {
+        let fds = match self.handed_out.lock() {
+            Ok(mut h) => std::mem::take(&mut *h),
+            Err(_) => return,
+        };
+        for fd in fds {
+            // Only close what is still open on an anonymous inode like an
+            // eventfd (defensive: a future vhost-user-backend that closes
+            // them itself would free the number, and the accept loop opens
+            // nothing in between). fstat, unlike /proc, works inside the
+            // sandbox and the seccomp allowlist.
+            // SAFETY: libc::stat is plain data; all-zero is a valid value.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes only into `st`; an invalid fd just fails.
+            let open = unsafe { libc::fstat(fd, &mut st) } == 0;
+            if open && st.st_mode & libc::S_IFMT == 0 {
+                // SAFETY: `fd` was handed to vhost-user-backend, which keeps
+                // it as a raw number and never closes or uses it again once
+                // its worker was told to exit; we checked it is still open.
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 }
 
@@ -66,9 +116,9 @@ impl ExitEvents {
 pub fn listen(args: &CommonArgs) -> Result<(Listener, Option<PathBuf>), DaemonError> {
     if let Some(fd) = args.fd {
         // Refuse an fd that is not an open socket rather than wrapping junk.
-        // SAFETY: fstat only writes into the stat buffer we pass.
+        // SAFETY: libc::stat is plain data; all-zero is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; `st` is a valid out pointer.
+        // SAFETY: fstat writes only into `st`, a valid out pointer.
         if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             return Err(DaemonError::Socket {
                 path: format!("fd {fd}"),
@@ -109,12 +159,20 @@ where
             .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
         tracing::info!("frontend connected");
         match daemon.wait() {
-            Ok(()) => tracing::info!("frontend disconnected"),
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+            )) => tracing::info!("frontend disconnected"),
             Err(e) => tracing::warn!(error = %e, "frontend connection ended with an error"),
         }
         backend.detach();
         for h in &handlers {
             h.send_exit_event();
+        }
+        drop(handlers);
+        drop(daemon);
+        if let Some(e) = backend.exit_events() {
+            e.release();
         }
     }
 }
