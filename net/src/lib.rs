@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod compat;
 pub mod config;
 pub mod counters;
 pub mod ctrl;

@@ -33,9 +33,11 @@ fn main() -> ExitCode {
 
 fn run(cfg: net_tap::config::Config) -> anyhow::Result<()> {
     let device = Arc::new(Device::open(&cfg).context("opening the tap")?);
-    let (mut listener, socket) = daemon::listen(&cfg.common)?;
+    let (public, socket) = daemon::listen(&cfg.common)?;
     let dev = device.clone();
+    // Before any other thread exists, so that every thread blocks SIGTERM.
     signals::on_terminate(move || net_tap::backend::log_counters(&dev))?;
+    let mut listener = net_tap::compat::relay(public).context("starting the relay")?;
     tracing::info!(
         tap = device.tap.name(),
         created = device.tap.created,
