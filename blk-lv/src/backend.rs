@@ -48,7 +48,11 @@ impl BlkBackend {
         let n = usize::from(device.num_queues);
         let mut workers = Vec::with_capacity(n);
         for q in 0..n {
-            let engine = UringEngine::new(device.file.clone(), u32::from(device.queue_size))?;
+            let engine = UringEngine::new(
+                device.file.clone(),
+                device.disk.is_block_device,
+                u32::from(device.queue_size),
+            )?;
             workers.push(Mutex::new(Worker::new(
                 q,
                 device.clone(),
@@ -95,6 +99,14 @@ impl VhostUserBackend for BlkBackend {
         VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn acked_features(&self, features: u64) {
+        // virtio 1.x 5.2.5.1: without CONFIG_WCE the cache is writeback
+        // exactly when FLUSH was negotiated; a driver that cannot flush gets
+        // write-through (RWF_DSYNC). Each connection starts from this.
+        let flush = features & (1 << virtio_bindings::virtio_blk::VIRTIO_BLK_F_FLUSH) != 0;
+        self.inner.device.writeback.store(flush, Ordering::Relaxed);
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -191,6 +203,13 @@ impl DaemonBackend for BlkBackend {
     }
 
     fn detach(&self) {
+        // Taking each worker's lock once guarantees that no worker is in
+        // the middle of popping; after that none will pop again.
+        for i in 0..self.inner.workers.len() {
+            if let Some(mut w) = self.worker(i) {
+                w.closed = true;
+            }
+        }
         let dev = &self.inner.device;
         if !dev.wait_until(STOP_TIMEOUT, |d| d.total_in_flight() == 0) {
             tracing::warn!("requests still in flight after disconnect");

@@ -316,3 +316,271 @@ fn data_bufs<M: GuestMemoryBackend>(
 pub fn write_status<M: GuestMemoryBackend>(mem: &M, at: GuestAddress, status: u8) {
     let _ = mem.write_obj(status, at);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestMemoryMmap;
+
+    const HDR: u64 = 0x10_0000;
+    const DATA: u64 = 0x11_0000;
+    const STATUS: u64 = 0x12_0000;
+    const W: u16 = VRING_DESC_F_WRITE as u16;
+
+    /// (type, sector, descriptors, expected error, expected status address)
+    type Case = (
+        u32,
+        u64,
+        Vec<(u64, u32, u16)>,
+        ParseError,
+        Option<GuestAddress>,
+    );
+
+    fn limits() -> Limits {
+        Limits {
+            capacity: 2048,
+            seg_max: 4,
+            readonly: false,
+            max_discard_sectors: 1024,
+            max_write_zeroes_sectors: 1024,
+        }
+    }
+
+    fn mem() -> GuestMemoryMmap<()> {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap()
+    }
+
+    /// Builds the chain with virtio-queue's driver-side mock and parses it.
+    fn parse_chain(
+        m: &GuestMemoryMmap<()>,
+        kind: u32,
+        sector: u64,
+        descs: &[(u64, u32, u16)],
+        l: &Limits,
+    ) -> Parsed {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&kind.to_le_bytes());
+        h[8..16].copy_from_slice(&sector.to_le_bytes());
+        m.write_slice(&h, GuestAddress(HDR)).unwrap();
+        let q = MockSplitQueue::new(m, 16);
+        let raw: Vec<RawDescriptor> = descs
+            .iter()
+            .map(|&(a, len, f)| RawDescriptor::from(Descriptor::new(a, len, f, 0)))
+            .collect();
+        let chain = q.build_desc_chain(&raw).unwrap();
+        let descs: Vec<Descriptor> = chain.collect();
+        parse(&descs, m, l)
+    }
+
+    #[test]
+    fn read_request() {
+        let m = mem();
+        let r = parse_chain(
+            &m,
+            VIRTIO_BLK_T_IN,
+            8,
+            &[(HDR, 16, 0), (DATA, 4096, W), (STATUS, 1, W)],
+            &limits(),
+        );
+        let r = r.unwrap();
+        assert_eq!(r.status, GuestAddress(STATUS));
+        assert_eq!(
+            r.kind,
+            Kind::Read {
+                offset: 4096,
+                bufs: vec![(GuestAddress(DATA), 4096)],
+                len: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn write_zeroes_with_unmap() {
+        let m = mem();
+        let mut seg = [0u8; 16];
+        seg[0..8].copy_from_slice(&10u64.to_le_bytes());
+        seg[8..12].copy_from_slice(&4u32.to_le_bytes());
+        seg[12..16].copy_from_slice(&1u32.to_le_bytes());
+        m.write_slice(&seg, GuestAddress(DATA)).unwrap();
+        let r = parse_chain(
+            &m,
+            VIRTIO_BLK_T_WRITE_ZEROES,
+            0,
+            &[(HDR, 16, 0), (DATA, 16, 0), (STATUS, 1, W)],
+            &limits(),
+        );
+        assert_eq!(
+            r.unwrap().kind,
+            Kind::WriteZeroes {
+                offset: 5120,
+                len: 2048,
+                unmap: true
+            }
+        );
+        // The same flag on a discard is unsupported.
+        let r = parse_chain(
+            &m,
+            VIRTIO_BLK_T_DISCARD,
+            0,
+            &[(HDR, 16, 0), (DATA, 16, 0), (STATUS, 1, W)],
+            &limits(),
+        );
+        assert_eq!(
+            r.unwrap_err().0,
+            ParseError::Unsupported(VIRTIO_BLK_T_DISCARD)
+        );
+    }
+
+    #[test]
+    fn each_malformed_case_has_its_error() {
+        let m = mem();
+        let l = limits();
+        let st = Some(GuestAddress(STATUS));
+        let cases: Vec<Case> = vec![
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 16, 0), (DATA, 512, W)],
+                ParseError::BadLength,
+                Some(GuestAddress(DATA)),
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 16, 0), (DATA, 512, 0)],
+                ParseError::NoStatus,
+                None,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 16, 0), (1 << 30, 1, W)],
+                ParseError::NoStatus,
+                None,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 12, 0), (DATA, 512, W), (STATUS, 1, W)],
+                ParseError::BadHeader,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 16, 0), (1 << 30, 512, W), (STATUS, 1, W)],
+                ParseError::BadBuffer,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 16, 0), (DATA, 511, W), (STATUS, 1, W)],
+                ParseError::BadLength,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HDR, 16, 0), (DATA, 512, 0), (STATUS, 1, W)],
+                ParseError::BadDirection,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![(HDR, 16, 0), (DATA, 512, W), (STATUS, 1, W)],
+                ParseError::BadDirection,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                2047,
+                vec![(HDR, 16, 0), (DATA, 1024, W), (STATUS, 1, W)],
+                ParseError::OutOfRange,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                u64::MAX,
+                vec![(HDR, 16, 0), (DATA, 512, W), (STATUS, 1, W)],
+                ParseError::OutOfRange,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![
+                    (HDR, 16, 0),
+                    (DATA, 512, W),
+                    (DATA, 512, W),
+                    (DATA, 512, W),
+                    (DATA, 512, W),
+                    (DATA, 512, W),
+                    (STATUS, 1, W),
+                ],
+                ParseError::TooManySegments,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_DISCARD,
+                0,
+                vec![(HDR, 16, 0), (DATA, 32, 0), (STATUS, 1, W)],
+                ParseError::BadSegment,
+                st,
+            ),
+            (
+                VIRTIO_BLK_T_GET_ID,
+                0,
+                vec![(HDR, 16, 0), (DATA, 20, 0), (STATUS, 1, W)],
+                ParseError::BadDirection,
+                st,
+            ),
+            (
+                77,
+                0,
+                vec![(HDR, 16, 0), (STATUS, 1, W)],
+                ParseError::Unsupported(77),
+                st,
+            ),
+        ];
+        for (kind, sector, descs, err, at) in cases {
+            let got = parse_chain(&m, kind, sector, &descs, &l);
+            assert_eq!(got, Err((err, at)), "{kind} {descs:?}");
+        }
+    }
+
+    #[test]
+    fn readonly_refuses_writes_discards_and_zeroes() {
+        let m = mem();
+        let l = Limits {
+            readonly: true,
+            ..limits()
+        };
+        for kind in [
+            VIRTIO_BLK_T_OUT,
+            VIRTIO_BLK_T_DISCARD,
+            VIRTIO_BLK_T_WRITE_ZEROES,
+        ] {
+            let got = parse_chain(
+                &m,
+                kind,
+                0,
+                &[(HDR, 16, 0), (DATA, 16, 0), (STATUS, 1, W)],
+                &l,
+            );
+            assert_eq!(got.unwrap_err().0, ParseError::ReadOnly);
+        }
+        let got = parse_chain(
+            &m,
+            VIRTIO_BLK_T_FLUSH,
+            0,
+            &[(HDR, 16, 0), (STATUS, 1, W)],
+            &l,
+        );
+        assert_eq!(got.unwrap().kind, Kind::Flush);
+    }
+}

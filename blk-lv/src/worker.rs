@@ -48,7 +48,7 @@ struct InFlight {
     /// Referenced by the engine until completion; never touched meanwhile.
     _iov: Vec<libc::iovec>,
     /// Keeps the guest memory mapping alive until completion.
-    _mem: Mem,
+    mem: Mem,
 }
 
 /// Per-queue worker state.
@@ -64,10 +64,12 @@ pub struct Worker {
     timer: TimerFd,
     /// EVENT_IDX negotiated on this connection.
     pub event_idx: bool,
+    /// The frontend has gone: take no new chains.
+    pub closed: bool,
 }
 
 // SAFETY: the raw iovec pointers in `slots` point into guest memory kept
-// alive by `_mem`; a Worker is only ever used by one thread at a time
+// alive by `mem`; a Worker is only ever used by one thread at a time
 // (behind its own Mutex).
 unsafe impl Send for Worker {}
 
@@ -99,6 +101,7 @@ impl Worker {
             throttled: VecDeque::new(),
             timer: TimerFd::new()?,
             event_idx: false,
+            closed: false,
         })
     }
 
@@ -122,12 +125,15 @@ impl Worker {
             if self.event_idx {
                 let _ = vring.disable_notification();
             }
-            let blocked = self.pop_all(vring, &mem, &mut used);
+            let (blocked, popped) = self.pop_all(vring, &mem, &mut used);
             if blocked || !self.event_idx {
                 break;
             }
             // Re-enable, and go again if the driver added chains meanwhile.
+            // A stopped queue pops nothing while chains stay available: do
+            // not spin on it.
             match vring.enable_notification() {
+                Ok(true) if popped == 0 => break,
                 Ok(true) => continue,
                 _ => break,
             }
@@ -138,23 +144,26 @@ impl Worker {
         }
     }
 
-    /// Pops and starts chains; returns true if it stopped for lack of
-    /// slots, QoS tokens or because of draining.
-    fn pop_all(&mut self, vring: &Vring, mem: &Mem, used: &mut bool) -> bool {
+    /// Pops and starts chains. Returns whether it stopped for lack of
+    /// slots, QoS tokens or because of draining, and how many it popped.
+    fn pop_all(&mut self, vring: &Vring, mem: &Mem, used: &mut bool) -> (bool, usize) {
+        let mut popped = 0;
         loop {
-            if self.device.draining.load(Ordering::Acquire)
+            if self.closed
+                || self.device.draining.load(Ordering::Acquire)
                 || !self.throttled.is_empty()
                 || self.free.is_empty()
             {
-                return true;
+                return (true, popped);
             }
             let chain = vring
                 .get_mut()
                 .get_queue_mut()
                 .pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else {
-                return false;
+                return (false, popped);
             };
+            popped += 1;
             let head = chain.head_index();
             let descs: Vec<Descriptor> = chain.collect();
             match request::parse(&descs, &**mem, &self.device.limits) {
@@ -183,6 +192,8 @@ impl Worker {
             if let Some(cost) = qos_cost(&req.kind) {
                 if let Err(wait) = qos.try_take(cost) {
                     bump(&self.device.counters.throttled);
+                    // Counted as in flight so GET_VRING_BASE and drains wait for it.
+                    self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
                     self.throttled.push_back((head, req, mem));
                     self.arm_timer(wait);
                     return;
@@ -259,18 +270,17 @@ impl Worker {
             }
             Kind::Flush => (Op::Flush, Class::Flush, 1, None, Vec::new()),
             Kind::Discard { offset, len } => (
-                Op::Fallocate {
-                    offset,
-                    len,
-                    mode: libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                },
+                Op::Discard { offset, len },
                 Class::Discard,
                 1,
                 None,
                 Vec::new(),
             ),
             Kind::WriteZeroes { offset, len, unmap } => {
-                let mode = if unmap {
+                // On a block device, PUNCH_HOLE means "write zeroes with
+                // unmap, no fallback" and fails on drives without it;
+                // ZERO_RANGE always works (unmapping is only a permission).
+                let mode = if unmap && !dev.disk.is_block_device {
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
                 } else {
                     libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
@@ -296,7 +306,7 @@ impl Worker {
             expect,
             class,
             _iov: iov,
-            _mem: mem,
+            mem,
         });
         self.device.in_flight[self.queue].fetch_add(1, Ordering::AcqRel);
         // SAFETY: the iovecs and the guest memory they point into are owned
@@ -376,7 +386,7 @@ impl Worker {
                 tracing::debug!(queue = self.queue, result = d.result, class = ?f.class, "host I/O error");
             }
             request::write_status(
-                &*f._mem,
+                &*f.mem,
                 f.status,
                 if ok { status::OK } else { status::IOERR },
             );
@@ -404,6 +414,7 @@ impl Worker {
                     break;
                 }
             }
+            self.device.in_flight[self.queue].fetch_sub(1, Ordering::AcqRel);
             self.start(vring, head, req, mem, &mut used);
         }
         self.submit();
@@ -412,6 +423,21 @@ impl Worker {
         }
         if self.throttled.is_empty() {
             self.process(vring);
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Requests abandoned after a stop timeout: keep the books straight.
+        let left = self.slots.iter().filter(|s| s.is_some()).count() + self.throttled.len();
+        if left > 0 {
+            tracing::warn!(
+                queue = self.queue,
+                left,
+                "worker dropped with requests in flight"
+            );
+            self.device.in_flight[self.queue].fetch_sub(left, Ordering::AcqRel);
         }
     }
 }

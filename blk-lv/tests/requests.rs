@@ -200,3 +200,57 @@ fn readonly_refuses_modifications() {
     );
     assert!(eventually(|| d.device.counters.get("read_only") == 3));
 }
+
+#[test]
+fn flush_after_completed_writes_and_in_a_mixed_batch() {
+    let d = start(8 << 20, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 128);
+    let q = &mut qs[0];
+    // Writes completed first, then one batch (one kick) mixing a FLUSH
+    // with more writes: every request completes OK exactly once.
+    for k in 0..16u64 {
+        q.submit(
+            BlkRequest::Write {
+                sector: k * 8,
+                data: &pattern(k, 4096),
+            },
+            k,
+        )
+        .unwrap();
+    }
+    q.kick().unwrap();
+    let mut done = 0;
+    while done < 16 {
+        done += q.reap(std::time::Duration::from_secs(5)).unwrap().len();
+    }
+    q.submit(BlkRequest::Flush, 100).unwrap();
+    for k in 16..32u64 {
+        q.submit(
+            BlkRequest::Write {
+                sector: k * 8,
+                data: &pattern(k, 4096),
+            },
+            k,
+        )
+        .unwrap();
+    }
+    q.kick().unwrap();
+    let mut tags = Vec::new();
+    while tags.len() < 17 {
+        for c in q.reap(std::time::Duration::from_secs(5)).unwrap() {
+            assert_eq!(c.status, S_OK, "tag {}", c.tag);
+            tags.push(c.tag);
+        }
+    }
+    tags.sort();
+    let mut want: Vec<u64> = (16..32).collect();
+    want.push(100);
+    assert_eq!(tags, want);
+    assert_eq!(q.status(BlkRequest::Flush).unwrap(), S_OK);
+    let host = std::fs::read(&d.disk).unwrap();
+    for k in 0..32u64 {
+        let off = (k * 4096) as usize;
+        assert!(host[off..off + 4096] == pattern(k, 4096)[..], "block {k}");
+    }
+    assert!(eventually(|| d.device.counters.get("flushes") == 2));
+}

@@ -4,7 +4,7 @@
 
 mod uring;
 
-pub use uring::UringEngine;
+pub use uring::{UringEngine, BLKDISCARD};
 
 use std::os::fd::RawFd;
 
@@ -34,6 +34,14 @@ pub enum Op {
     },
     /// `fdatasync`.
     Flush,
+    /// Discard a range: `BLKDISCARD` on a block device, a punched hole
+    /// in a file.
+    Discard {
+        /// Byte offset.
+        offset: u64,
+        /// Byte count.
+        len: u64,
+    },
     /// `fallocate(mode, offset, len)`.
     Fallocate {
         /// Byte offset.

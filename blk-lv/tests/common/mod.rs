@@ -79,8 +79,9 @@ pub fn connect(sock: &std::path::Path, queues: u16, size: u16) -> (Driver, Vec<B
 }
 
 /// Waits until `f` holds (counters are updated just after the used ring).
+/// Generous: CI machines are small and shared; a pass returns at once.
 pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if f() {
             return true;
@@ -101,4 +102,89 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// The blk-lv binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_blk-lv");
+
+/// A child process killed when dropped (so a failing test leaks nothing).
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs blk-lv as a child process with `args` and waits until its socket
+/// accepts connections.
+pub fn spawn_daemon(sock: &std::path::Path, args: &[&str]) -> ChildGuard {
+    let child = ChildGuard(
+        std::process::Command::new(BIN)
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        eventually(|| std::os::unix::net::UnixStream::connect(sock).is_ok()),
+        "daemon did not listen"
+    );
+    child
+}
+
+/// Waits for a child to exit, at most `secs` seconds.
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Sends `sig` to a child.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// Runs blk-lv with `NOTIFY_SOCKET` set and waits (up to 30 s) for its
+/// READY=1, which comes after the sandbox and seccomp are in place.
+pub fn spawn_ready(args: &[&str]) -> ChildGuard {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let child = ChildGuard(
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("NOTIFY_SOCKET", &path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 16];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    child
 }

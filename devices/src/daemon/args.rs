@@ -129,5 +129,6 @@ pub fn init_logging(filter: &str) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -1,0 +1,215 @@
+//! blk-lv as a process: flags, capabilities, readiness, SIGTERM, --fd.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use cradle_devices::driver::blk::{BlkRequest, S_OK};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.img");
+    std::fs::write(&img, vec![0u8; 4096]).unwrap();
+    let img = img.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["--bogus"],
+        &["--socket", "/x.sock", "--path", img, "--queue-size", "3"],
+        &["--socket", "/x.sock", "--path", img, "--num-queues", "0"],
+        &["--socket", "/x.sock", "--path", img, "--sandbox", "jail"],
+        &["--socket", "/x.sock", "--path", img, "--seccomp", "maybe"],
+        &[
+            "--socket",
+            "/x.sock",
+            "--path",
+            img,
+            "--serial",
+            "123456789012345678901",
+        ],
+        &[
+            "--socket",
+            "/x.sock",
+            "--path",
+            img,
+            "--direct",
+            "--buffered",
+        ],
+        &["--socket", "/x.sock", "--path", img, "--iops", "-1"],
+        &["--socket", "/x.sock", "--fd", "3", "--path", img],
+        &["--socket", "/x.sock"],
+        &["--path", img],
+        &["--socket", "/x.sock", "--path", img, "--log-level", "lo[ud"],
+    ];
+    for args in cases {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn print_capabilities_is_json() {
+    let (code, out, _) = run(&["--print-capabilities"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"{"type": "block", "features": []}"#);
+}
+
+#[test]
+fn missing_backing_file_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let (code, _, err) = run(&[
+        "--socket",
+        sock.to_str().unwrap(),
+        "--path",
+        "/nonexistent/disk",
+        "--sandbox",
+        "none",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/disk"), "{err}");
+}
+
+#[test]
+fn notifies_ready_after_listening_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let sock = dir.path().join("blk.sock");
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--socket",
+            sock.to_str().unwrap(),
+            "--path",
+            img.to_str().unwrap(),
+        ])
+        .args([
+            "--sandbox",
+            "none",
+            "--seccomp",
+            "none",
+            "--num-queues",
+            "2",
+        ])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(ChildGuard)
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    // READY=1 came after the socket was listening.
+    let (_drv, mut qs) = connect(&sock, 2, 256);
+    let q = &mut qs[0];
+    let data = pattern(5, 256 * 1024);
+    let mut submitted = 0u64;
+    while q.free_slots() > 0 {
+        q.submit(
+            BlkRequest::Write {
+                sector: submitted * 512,
+                data: &data,
+            },
+            submitted,
+        )
+        .unwrap();
+        submitted += 1;
+    }
+    q.kick().unwrap();
+    // SIGTERM once the daemon is busy with the batch (first completion in).
+    let mut done = q.reap(Duration::from_secs(10)).unwrap();
+    signal(&child, libc::SIGTERM);
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let st = wait_exit(&mut child, 30).expect("daemon exited");
+    assert_eq!(st.code(), Some(0));
+    // Every request the daemon answered succeeded and is on disk.
+    done.extend(q.poll().unwrap());
+    let disk = std::fs::read(&img).unwrap();
+    for c in &done {
+        assert_eq!(c.status, S_OK);
+        let off = (c.tag * 512 * 512) as usize;
+        assert!(
+            disk[off..off + data.len()] == data[..],
+            "write {} on disk",
+            c.tag
+        );
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("drain finished"), "{err}");
+}
+
+#[test]
+fn serves_an_inherited_socket_fd() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let sock = dir.path().join("inherited.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    use std::os::fd::AsRawFd;
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--fd",
+        "3",
+        "--path",
+        img.to_str().unwrap(),
+        "--sandbox",
+        "none",
+        "--seccomp",
+        "none",
+    ]);
+    // SAFETY: dup2 and fcntl are async-signal-safe; this runs in the child
+    // between fork and exec and touches only fd 3.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = ChildGuard(cmd.stderr(Stdio::null()).spawn().unwrap());
+    drop(listener);
+    let (_drv, mut qs) = connect(&sock, 1, 64);
+    qs[0].write(8, &[0x42; 4096]).unwrap();
+    assert_eq!(qs[0].read(8, 4096).unwrap(), vec![0x42; 4096]);
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child, 10).and_then(|s| s.code()), Some(0));
+}
