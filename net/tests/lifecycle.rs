@@ -174,3 +174,27 @@ fn inherited_tap_fds_carry_traffic() {
     assert!(d.log_text().contains("created=false"));
     assert_eq!(d.stop(), Some(0));
 }
+
+#[test]
+fn the_daemon_runs_sandboxed_without_capabilities_under_seccomp() {
+    let ns = NetNs::new();
+    let d = Daemon::start(&ns, &["--tap", "ntsb"]);
+    let pid = d.child.as_ref().unwrap().id();
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(root, vec!["net.sock".to_string()], "sandbox root");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+}

@@ -121,14 +121,9 @@ impl Daemon {
             .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_net-tap")])
             .arg("--socket")
             .arg(&socket)
-            .args([
-                "--sandbox",
-                "none",
-                "--seccomp",
-                "none",
-                "--log-level",
-                "debug",
-            ])
+            // Default sandbox (namespace) and seccomp (kill): every test
+            // also checks that the daemon lives within them.
+            .args(["--log-level", "debug"])
             .args(args)
             .stderr(File::create(&log).unwrap())
             .spawn()
@@ -145,7 +140,9 @@ impl Daemon {
 
     fn wait_socket(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket.exists() {
+        // The socket exists before the sandbox and seccomp are set up; the
+        // "serving" line comes after.
+        while !self.socket.exists() || !self.log_text().contains("serving") {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("net-tap exited with {st}: {}", self.log_text());
             }
