@@ -211,10 +211,11 @@ impl QemuGuest {
         self.modules(&["virtio_pci", "virtio_net"])
     }
 
-    /// MSI-X for the `vhost_user_net` NICs (default on). QEMU 7.2 as
+    /// MSI-X for the `vhost_user_net` and `tap_net` NICs (default on). QEMU 7.2 as
     /// shipped in Debian bookworm segfaults in `vhost_net_start` when the
     /// guest driver starts a vhost-user virtio-net-pci device that uses
-    /// MSI-X under TCG; `false` gives those NICs `vectors=0` (INTx).
+    /// MSI-X under TCG; `false` gives those NICs `vectors=0` (INTx), and
+    /// the `tap_net` ones too so that both can be compared in one setup.
     pub fn net_msix(mut self, on: bool) -> Self {
         self.net_msix = on;
         self
@@ -521,11 +522,15 @@ impl QemuGuest {
                             "tap,id=tn{i},ifname={ifname},script=no,downscript=no,vhost=off,queues={queue_pairs}"
                         ),
                     ]);
-                    let mq = if *queue_pairs > 1 {
+                    let mut mq = if *queue_pairs > 1 {
                         format!(",mq=on,vectors={}", 2 * queue_pairs + 2)
                     } else {
                         String::new()
                     };
+                    if !self.net_msix {
+                        mq = mq.replace(&format!(",vectors={}", 2 * queue_pairs + 2), "");
+                        mq.push_str(",vectors=0");
+                    }
                     cmd.args([
                         "-device",
                         &format!("virtio-net-pci,netdev=tn{i},mac={mac}{mq}"),
@@ -648,7 +653,6 @@ mod tests {
         };
         let g = QemuGuest::new()
             .vhost_user_net("/s/net.sock", "52:54:00:00:00:01", 2)
-            .net_msix(false)
             .tap_net("tap9", "52:54:00:00:00:02", 2);
         let cmd = g.command(&kernel, Path::new("/i")).unwrap();
         let all: Vec<String> = cmd
@@ -657,7 +661,7 @@ mod tests {
             .collect();
         let all = all.join(" ");
         assert!(
-            all.contains("virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:01,mq=on,vectors=0"),
+            all.contains("virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:01,mq=on,vectors=6"),
             "{all}"
         );
         assert!(
@@ -666,6 +670,20 @@ mod tests {
         );
         assert!(
             all.contains("virtio-net-pci,netdev=tn1,mac=52:54:00:00:00:02,mq=on,vectors=6"),
+            "{all}"
+        );
+        let all = g.net_msix(false).command(&kernel, Path::new("/i")).unwrap();
+        let all: Vec<String> = all
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let all = all.join(" ");
+        assert!(
+            all.contains("mac=52:54:00:00:00:01,mq=on,vectors=0"),
+            "{all}"
+        );
+        assert!(
+            all.contains("mac=52:54:00:00:00:02,mq=on,vectors=0"),
             "{all}"
         );
     }
