@@ -31,9 +31,29 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// Most fds one message carries (memory regions).
 const MAX_FDS: usize = 32;
 
+/// Moves the daemon into a network namespace of its own, empty and
+/// unreachable by name, so the relay's private abstract socket can only
+/// be reached from inside the daemon (abstract UNIX sockets carry no
+/// permissions; they are scoped by network namespace). The tap queues, the
+/// listening socket and the readiness socket are already open and keep
+/// working. Call while single-threaded, before dropping capabilities
+/// (needs CAP_SYS_ADMIN). Returns false, with a warning logged, when the
+/// kernel refuses.
+pub fn isolate_netns() -> bool {
+    // SAFETY: unshare takes no pointers.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
+        return true;
+    }
+    tracing::warn!(
+        error = %io::Error::last_os_error(),
+        "cannot enter a private network namespace: the relay socket is reachable by other processes in this one"
+    );
+    false
+}
+
 /// Starts relaying connections accepted on `public` to a private
 /// listener (an abstract socket) and returns that listener for the
-/// library to serve.
+/// library to serve. Call [`isolate_netns`] first.
 pub fn relay(public: Listener) -> io::Result<Listener> {
     let name = format!("net-tap-relay-{}-{}", std::process::id(), random_u64());
     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;

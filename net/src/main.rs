@@ -35,6 +35,7 @@ fn run(cfg: net_tap::config::Config) -> anyhow::Result<()> {
     let device = Arc::new(Device::open(&cfg).context("opening the tap")?);
     let (public, socket) = daemon::listen(&cfg.common)?;
     notify::init().context("connecting to NOTIFY_SOCKET")?;
+    net_tap::compat::isolate_netns();
     // The tap queues are open: the sandbox shows only the socket.
     let shown: Vec<&std::path::Path> = socket.iter().map(|s| s.as_path()).collect();
     sandbox::enter(cfg.common.sandbox, &shown)?;

@@ -197,4 +197,14 @@ fn the_daemon_runs_sandboxed_without_capabilities_under_seccomp() {
     assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
     assert_eq!(field("CapEff:"), "0000000000000000");
     assert_eq!(field("NoNewPrivs:"), "1");
+    // The relay's private socket lives in a network namespace of the
+    // daemon's own, not in the one it was started in.
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .ino();
+    let started_in = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    assert_ne!(own, started_in);
 }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -118,7 +118,8 @@ impl Daemon {
         let socket = dir.path().join("net.sock");
         let log = dir.path().join("net-tap.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_net-tap")])
+            .args(["netns", "exec", &ns.name])
+            .arg(daemon_bin())
             .arg("--socket")
             .arg(&socket)
             // Default sandbox (namespace) and seccomp (kill): every test
@@ -329,7 +330,11 @@ pub fn frame(len: usize, seed: u8) -> Vec<u8> {
     f
 }
 
-/// Path of the built daemon.
-pub fn daemon_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_net-tap"))
+/// Path of the daemon under test: `$NET_TAP_BIN` if set (an installed
+/// binary, or one that a shared target directory cannot overwrite), else
+/// the one cargo built.
+pub fn daemon_bin() -> PathBuf {
+    std::env::var_os("NET_TAP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_net-tap")))
 }
