@@ -71,7 +71,7 @@ pub struct Features {
 }
 
 impl Features {
-    /// Device features to offer for `--offload on|off` and `pairs` queue pairs.
+    /// Device features to offer for `--offload on|off`.
     pub fn offered(offload: bool) -> u64 {
         let mut f = bit(VIRTIO_F_VERSION_1)
             | bit(VIRTIO_NET_F_MRG_RXBUF)

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod compat;
 pub mod config;
 pub mod counters;
 pub mod ctrl;
@@ -32,6 +33,20 @@ pub fn serve(device: Arc<Device>, listener: &mut Listener) -> Result<(), DaemonE
     daemon::serve("net-tap", listener, |mem| {
         NetBackend::new(device.clone(), mem)
     })
+}
+
+/// Syscalls net-tap needs beyond the skeleton's base set: the relay's
+/// private socket (bind, listen, connect).
+pub const SYSCALLS: &[i64] = &[libc::SYS_bind, libc::SYS_listen, libc::SYS_connect];
+
+/// The only ioctls allowed at run time: tap offloads, header size and
+/// queue attach/detach (feature negotiation and VQ_PAIRS_SET).
+pub fn ioctls() -> [u32; 3] {
+    [
+        libc::TUNSETOFFLOAD as u32,
+        libc::TUNSETVNETHDRSZ as u32,
+        libc::TUNSETQUEUE as u32,
+    ]
 }
 
 /// `--print-capabilities` output.

@@ -405,3 +405,25 @@ fn a_frontend_can_reconnect() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn works_without_event_idx_indirect_or_offloads() {
+    let (ns, _d) = setup(&["--tap", "nt0"]);
+    let sock = PacketSocket::open(&ns, "nt0");
+    let off = (1 << 29) | (1 << 28) | 0b11 | (1 << 7) | (1 << 8) | (1 << 11) | (1 << 12);
+    let mut net = Net::connect(&_d, 1, !off);
+    assert_eq!(net.drv.features() & off, 0);
+    let f = frame(300, 4);
+    net.tx(1, &vhdr(), &f);
+    assert_eq!(sock.recv(ETH_TEST, T).as_deref(), Some(&f[..]));
+    net.post_rx(0, 4, 2048);
+    let g = frame(700, 5);
+    sock.send(&g);
+    let u = net.rx_used(0, 1);
+    assert_eq!(&net.rx_data(0, &u[0])[HDR..], &g[..]);
+    // Checksum offload was not negotiated: a header asking for it is refused.
+    let mut h = vhdr();
+    h[0] = 1;
+    net.tx(1, &h, &frame(100, 6));
+    assert_eq!(sock.recv(ETH_TEST, Duration::from_millis(300)), None);
+}

@@ -174,3 +174,77 @@ fn inherited_tap_fds_carry_traffic() {
     assert!(d.log_text().contains("created=false"));
     assert_eq!(d.stop(), Some(0));
 }
+
+#[test]
+fn the_daemon_runs_sandboxed_without_capabilities_under_seccomp() {
+    let ns = NetNs::new();
+    let d = Daemon::start(&ns, &["--tap", "ntsb"]);
+    let pid = d.child.as_ref().unwrap().id();
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(root, vec!["net.sock".to_string()], "sandbox root");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("Seccomp:"), "2", "seccomp filter mode");
+    assert_eq!(field("CapEff:"), "0000000000000000");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // The relay's private socket lives in a network namespace of the
+    // daemon's own, not in the one it was started in.
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .ino();
+    let started_in = std::fs::metadata(format!("/run/netns/{}", ns.name))
+        .unwrap()
+        .ino();
+    assert_ne!(own, started_in);
+}
+
+#[test]
+fn an_inherited_listening_socket_is_served() {
+    let ns = NetNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inherited.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let fd = l.as_raw_fd();
+    // SAFETY: clearing FD_CLOEXEC on a socket we own so the child inherits it.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(daemon_bin())
+        .args(["--fd", &fd.to_string(), "--tap", "ntinh"])
+        .spawn()
+        .unwrap();
+    drop(l);
+    let mut drv = None;
+    for _ in 0..100 {
+        if let Ok(d) = Driver::connect(
+            &path,
+            DriverConfig {
+                num_queues: 3,
+                queue_size: 64,
+                memory_bytes: 4 << 20,
+                features: u64::MAX,
+            },
+        ) {
+            drv = Some(d);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut drv = drv.expect("daemon never served the inherited socket");
+    assert_eq!(drv.get_config(8, 2).unwrap(), vec![1, 0]);
+    drop(drv);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -79,6 +79,23 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Like [`NetNs::run`] but in the background.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = File::open(&path).unwrap();
+            // SAFETY: setns on a netns fd only changes this thread's namespace.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -101,17 +118,13 @@ impl Daemon {
         let socket = dir.path().join("net.sock");
         let log = dir.path().join("net-tap.log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_net-tap")])
+            .args(["netns", "exec", &ns.name])
+            .arg(daemon_bin())
             .arg("--socket")
             .arg(&socket)
-            .args([
-                "--sandbox",
-                "none",
-                "--seccomp",
-                "none",
-                "--log-level",
-                "debug",
-            ])
+            // Default sandbox (namespace) and seccomp (kill): every test
+            // also checks that the daemon lives within them.
+            .args(["--log-level", "debug"])
             .args(args)
             .stderr(File::create(&log).unwrap())
             .spawn()
@@ -128,7 +141,9 @@ impl Daemon {
 
     fn wait_socket(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket.exists() {
+        // The socket exists before the sandbox and seccomp are set up; the
+        // "serving" line comes after.
+        while !self.socket.exists() || !self.log_text().contains("serving") {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("net-tap exited with {st}: {}", self.log_text());
             }
@@ -315,7 +330,11 @@ pub fn frame(len: usize, seed: u8) -> Vec<u8> {
     f
 }
 
-/// Path of the built daemon.
-pub fn daemon_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_net-tap"))
+/// Path of the daemon under test: `$NET_TAP_BIN` if set (an installed
+/// binary, or one that a shared target directory cannot overwrite), else
+/// the one cargo built.
+pub fn daemon_bin() -> PathBuf {
+    std::env::var_os("NET_TAP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_net-tap")))
 }
