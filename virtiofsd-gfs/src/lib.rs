@@ -20,12 +20,12 @@ use cradle_devices::daemon::{self, DaemonError};
 use vhost::vhost_user::Listener;
 
 use crate::backend::{DeviceConfig, FsBackend};
-use crate::fs::passthrough::PassthroughFs;
+use crate::fs::FileSystem;
 use crate::fuse::Server;
 
 /// Serves `server` on `listener`, one frontend after the other, forever.
-pub fn serve(
-    server: Arc<Server<PassthroughFs>>,
+pub fn serve<F: FileSystem + 'static>(
+    server: Arc<Server<F>>,
     dev: DeviceConfig,
     listener: &mut Listener,
 ) -> Result<(), DaemonError> {
