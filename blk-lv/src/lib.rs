@@ -30,6 +30,17 @@ pub fn serve(device: Arc<Device>, listener: &mut Listener) -> Result<(), DaemonE
     })
 }
 
+/// Syscalls blk-lv needs beyond the daemon skeleton's
+/// [`cradle_devices::daemon::seccomp::BASE`] (its I/O goes through
+/// io_uring, whose opcodes are restricted on the ring itself).
+pub const SYSCALLS: &[i64] = &[
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_fdatasync,
+    libc::SYS_fsync,
+];
+
 /// `--print-capabilities` output.
 pub fn print_capabilities() {
     daemon::print_capabilities("block", &[]);

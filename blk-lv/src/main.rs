@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use blk_lv::config::Cli;
 use blk_lv::device::Device;
-use cradle_devices::daemon::{self, notify, signals};
+use cradle_devices::daemon::{self, notify, sandbox, seccomp, signals};
 
 fn main() -> ExitCode {
     let cli: Cli = daemon::parse_or_exit();
@@ -35,6 +35,14 @@ fn run(cfg: blk_lv::config::Config) -> anyhow::Result<()> {
     let device =
         Arc::new(Device::open(&cfg).with_context(|| format!("opening {}", cfg.path.display()))?);
     let (mut listener, socket) = daemon::listen(&cfg.common)?;
+    notify::init().context("connecting to NOTIFY_SOCKET")?;
+    let mut shown: Vec<&std::path::Path> = vec![&cfg.path];
+    if let Some(s) = &socket {
+        shown.push(s);
+    }
+    sandbox::enter(cfg.common.sandbox, &shown)?;
+    sandbox::drop_capabilities()?;
+    seccomp::apply(cfg.common.seccomp, blk_lv::SYSCALLS)?;
     let drain_dev = device.clone();
     signals::on_terminate(move || {
         drain_dev.drain(signals::DRAIN_TIMEOUT);

@@ -20,7 +20,7 @@ use crate::Error;
 /// so stale cache entries are not reused.
 const FORMAT_VERSION: u32 = 1;
 /// Cache entries kept per directory; older ones are removed on insert.
-const CACHE_KEEP: usize = 48;
+const CACHE_KEEP: usize = 24;
 
 /// What one guest path holds.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::init_script::{BEGIN_MARKER, EXIT_MARKER};
+use crate::init_script::Markers;
 use crate::TestbedError;
 
 /// How long a guest may take to power off after its script reported.
@@ -44,10 +44,12 @@ impl Drop for KillOnDrop {
 }
 
 /// Spawns `cmd` (stdout and stderr piped) and waits until it exits or
-/// `timeout` passes.
+/// `timeout` passes; with `markers`, also notes when the script started and
+/// stops waiting shortly after it reported.
 pub(crate) fn run_with_console(
     cmd: &mut Command,
     timeout: Duration,
+    markers: Option<&Markers>,
 ) -> Result<Captured, TestbedError> {
     let start = Instant::now();
     let program = cmd.get_program().to_string_lossy().into_owned();
@@ -78,11 +80,13 @@ pub(crate) fn run_with_console(
         }
         {
             let text = lock(&console);
-            if to_begin.is_none() && contains(&text, BEGIN_MARKER.as_bytes()) {
-                to_begin = Some(start.elapsed());
-            }
-            if reported_at.is_none() && contains(&text, EXIT_MARKER.as_bytes()) {
-                reported_at = Some(Instant::now());
+            if let Some(m) = markers {
+                if to_begin.is_none() && contains(&text, m.begin.as_bytes()) {
+                    to_begin = Some(start.elapsed());
+                }
+                if reported_at.is_none() && contains(&text, m.exit.as_bytes()) {
+                    reported_at = Some(Instant::now());
+                }
             }
         }
         if reported_at.is_some_and(|t| t.elapsed() > POWEROFF_GRACE) {
@@ -103,7 +107,11 @@ pub(crate) fn run_with_console(
     let console = String::from_utf8_lossy(&lock(&console)).into_owned();
     let stderr = String::from_utf8_lossy(&lock(&stderr)).into_owned();
     Ok(Captured {
-        to_begin: to_begin.or_else(|| console.contains(BEGIN_MARKER).then(|| start.elapsed())),
+        to_begin: to_begin.or_else(|| {
+            markers
+                .filter(|m| console.contains(&m.begin))
+                .map(|_| start.elapsed())
+        }),
         console,
         stderr,
         wall: start.elapsed(),
@@ -149,12 +157,14 @@ mod tests {
 
     #[test]
     fn collects_output_and_marker_time() {
+        let m = Markers::new("t");
         let out = run_with_console(
-            &mut sh("echo boot; echo CRADLE-TESTBED-BEGIN; echo hi >&2"),
+            &mut sh("echo boot; echo CRADLE-TESTBED-BEGIN-t; echo hi >&2"),
             Duration::from_secs(10),
+            Some(&m),
         )
         .unwrap();
-        assert_eq!(out.console, "boot\nCRADLE-TESTBED-BEGIN\n");
+        assert_eq!(out.console, "boot\nCRADLE-TESTBED-BEGIN-t\n");
         assert_eq!(out.stderr, "hi\n");
         assert!(out.to_begin.is_some());
         assert!(!out.timed_out);
@@ -166,6 +176,7 @@ mod tests {
         let out = run_with_console(
             &mut sh("echo started; exec sleep 30"),
             Duration::from_millis(500),
+            None,
         )
         .unwrap();
         assert!(out.timed_out);
@@ -177,7 +188,7 @@ mod tests {
     fn missing_program_is_named() {
         let mut c = Command::new("/nonexistent/qemu");
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let err = run_with_console(&mut c, Duration::from_secs(1)).unwrap_err();
+        let err = run_with_console(&mut c, Duration::from_secs(1), None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/qemu"), "{err}");
     }
 }

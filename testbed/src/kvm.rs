@@ -55,7 +55,7 @@ pub fn detect(probe: &Path) -> KvmMode {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    match run_with_console(&mut cmd, PROBE_BOUND) {
+    match run_with_console(&mut cmd, PROBE_BOUND, None) {
         Err(e) => KvmMode::Emulated(format!("probe did not start: {e}")),
         Ok(c) if c.timed_out => KvmMode::Emulated(format!(
             "{PROBE_ITERATIONS} ring-0 iterations did not finish within {PROBE_BOUND:?}"

@@ -23,6 +23,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ceph;
 mod console;
 mod init_script;
 mod kernel;
@@ -34,7 +35,6 @@ mod qemu;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use init_script::{BEGIN_MARKER, EXIT_MARKER};
 pub use kernel::{Kernel, KERNEL_ENV};
 pub use nested::{NestedHost, L2_INITRAMFS, L2_KERNEL};
 pub use qemu::QemuGuest;

@@ -12,6 +12,9 @@ pub const L2_KERNEL: &str = "/l2/vmlinuz";
 /// Guest path where [`NestedHost::l2_initramfs`] puts the L2 initramfs.
 pub const L2_INITRAMFS: &str = "/l2/initrd";
 
+/// Firmware QEMU's microvm machine loads.
+const QEMU_MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
+
 /// An L1 host with KVM. Files and binaries given here are copied into L1;
 /// the script runs in L1 after `kvm_amd` is loaded and `/dev/kvm` exists.
 ///
@@ -80,6 +83,17 @@ impl NestedHost {
     /// Puts an initramfs for L2 at [`L2_INITRAMFS`] in L1.
     pub fn l2_initramfs(mut self, path: impl AsRef<Path>) -> Self {
         self.guest = self.guest.cached_file(path, L2_INITRAMFS);
+        self
+    }
+
+    /// Copies QEMU (`qemu-system-x86_64` and the microvm firmware) into L1,
+    /// so a script can boot the peer VMM: `qemu-system-x86_64 -M microvm
+    /// -accel kvm ...`.
+    pub fn with_qemu(mut self) -> Self {
+        self.guest = self
+            .guest
+            .binary("/usr/bin/qemu-system-x86_64")
+            .cached_file(QEMU_MICROVM_BIOS, QEMU_MICROVM_BIOS);
         self
     }
 

@@ -19,24 +19,77 @@ pub struct QemuStorageDaemon {
     socket: PathBuf,
 }
 
+/// How qemu-storage-daemon exports a file.
+#[derive(Debug, Clone, Copy)]
+pub struct QsdOptions {
+    /// Request queues of the vhost-user-blk device.
+    pub num_queues: u32,
+    /// Accept writes.
+    pub writable: bool,
+    /// Open the file with O_DIRECT (`cache.direct=on`), bypassing the host
+    /// page cache as blk-lv does by default.
+    pub direct: bool,
+}
+
+impl Default for QsdOptions {
+    fn default() -> Self {
+        QsdOptions {
+            num_queues: 1,
+            writable: true,
+            direct: false,
+        }
+    }
+}
+
 impl QemuStorageDaemon {
-    /// Exports `image` (raw file) on `socket` with `num_queues` queues.
+    /// Exports `image` (raw file) on `socket` with `num_queues` queues
+    /// through the host page cache.
     pub fn vhost_user_blk(
         image: &Path,
         socket: &Path,
         num_queues: u32,
         writable: bool,
     ) -> Result<Self, TestbedError> {
+        let opts = QsdOptions {
+            num_queues,
+            writable,
+            direct: false,
+        };
+        Self::start(image, socket, opts, None)
+    }
+
+    /// Exports `image` with `opts`; with `cpus` (a `taskset -c` list such as
+    /// `"1"`) the daemon is pinned to those CPUs.
+    pub fn start(
+        image: &Path,
+        socket: &Path,
+        opts: QsdOptions,
+        cpus: Option<&str>,
+    ) -> Result<Self, TestbedError> {
+        let QsdOptions {
+            num_queues,
+            writable,
+            direct,
+        } = opts;
         let blockdev = format!(
-            "driver=file,node-name=f0,filename={},aio=io_uring,cache.direct=off",
-            image.display()
+            "driver=file,node-name=f0,filename={},aio=io_uring,cache.direct={}",
+            image.display(),
+            if direct { "on" } else { "off" }
         );
         let export = format!(
             "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path={},writable={},num-queues={num_queues}",
             socket.display(),
             if writable { "on" } else { "off" }
         );
-        let child = Command::new("qemu-storage-daemon")
+        let mut cmd = match cpus {
+            Some(list) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", list, "qemu-storage-daemon"]);
+                c
+            }
+            None => Command::new("qemu-storage-daemon"),
+        };
+        let child = cmd
             .args(["--blockdev", &blockdev, "--export", &export])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

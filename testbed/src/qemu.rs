@@ -12,7 +12,7 @@ use std::time::Duration;
 use cradle_initramfs::{Compression, Initramfs, ModuleIndex};
 
 use crate::console::run_with_console;
-use crate::init_script::{self, parse_console};
+use crate::init_script::{self, parse_console, Markers};
 use crate::{cache_dir, GuestRun, Kernel, TestbedError};
 
 /// MAC address of the user-mode NIC, so `/init` can find it among others.
@@ -237,35 +237,19 @@ impl QemuGuest {
 
     /// Runs `script` and returns whatever status it exited with.
     pub fn run_status(&self, script: &str) -> Result<GuestRun, TestbedError> {
-        let kernel = match &self.kernel {
-            Some(k) => k.clone(),
-            None => Kernel::debian()?,
-        };
-        if !kernel.image.is_file() {
-            return Err(TestbedError::MissingKernel(format!(
-                "{}: no such file",
-                kernel.image.display()
-            )));
-        }
-        let base = self.base_initramfs(&kernel)?;
+        let kernel = self.resolve_kernel()?;
         let work = tempfile::Builder::new()
             .prefix("cradle-testbed-")
             .tempdir()
             .map_err(|e| TestbedError::io("temporary directory", e))?;
         let initrd = work.path().join("initrd");
-        fs::copy(&base, &initrd).map_err(|e| TestbedError::io(&initrd, e))?;
-        let overlay = self.overlay(script)?;
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .open(&initrd)
-            .map_err(|e| TestbedError::io(&initrd, e))?;
-        overlay.write_to(&mut file)?;
-        file.flush().map_err(|e| TestbedError::io(&initrd, e))?;
-        drop(file);
+        let nonce = Markers::fresh_nonce();
+        self.write_initramfs(&kernel, script, &nonce, &initrd)?;
+        let markers = Markers::new(&nonce);
 
         let mut cmd = self.command(&kernel, &initrd)?;
-        let captured = run_with_console(&mut cmd, self.timeout)?;
-        let transcript = parse_console(&captured.console);
+        let captured = run_with_console(&mut cmd, self.timeout, Some(&markers))?;
+        let transcript = parse_console(&captured.console, &markers);
         match transcript.status {
             Some(status) => Ok(GuestRun {
                 status,
@@ -283,6 +267,65 @@ impl QemuGuest {
                 console: captured.console,
             }),
         }
+    }
+
+    /// Writes this guest's whole initramfs, running `script`, into the cache
+    /// and returns its path: what another VMM (QEMU microvm or `kcradle` in
+    /// a [`NestedHost`](crate::NestedHost)) boots as an L2 guest. The same
+    /// configuration and script give the same file. The script's output and
+    /// status appear on the guest's console between marker lines.
+    pub fn standalone_initramfs(&self, script: &str) -> Result<PathBuf, TestbedError> {
+        let kernel = self.resolve_kernel()?;
+        let base = self.base_initramfs(&kernel)?;
+        let overlay = self.overlay(script, "standalone")?;
+        let stem = base
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = cache_dir().join(format!("{stem}-{}.cpio", overlay.fingerprint()?));
+        if !path.exists() {
+            let tmp = cache_dir().join(format!(".tmp-standalone-{}", Markers::fresh_nonce()));
+            let written = self.write_initramfs(&kernel, script, "standalone", &tmp);
+            let renamed = written
+                .and_then(|()| fs::rename(&tmp, &path).map_err(|e| TestbedError::io(&path, e)));
+            if renamed.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            renamed?;
+        }
+        Ok(path)
+    }
+
+    fn resolve_kernel(&self) -> Result<Kernel, TestbedError> {
+        let kernel = match &self.kernel {
+            Some(k) => k.clone(),
+            None => Kernel::debian()?,
+        };
+        if !kernel.image.is_file() {
+            return Err(TestbedError::MissingKernel(format!(
+                "{}: no such file",
+                kernel.image.display()
+            )));
+        }
+        Ok(kernel)
+    }
+
+    /// The cached base archive followed by the per-run one, in `dest`.
+    fn write_initramfs(
+        &self,
+        kernel: &Kernel,
+        script: &str,
+        nonce: &str,
+        dest: &Path,
+    ) -> Result<(), TestbedError> {
+        let base = self.base_initramfs(kernel)?;
+        fs::copy(&base, dest).map_err(|e| TestbedError::io(dest, e))?;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(dest)
+            .map_err(|e| TestbedError::io(dest, e))?;
+        self.overlay(script, nonce)?.write_to(&mut file)?;
+        file.flush().map_err(|e| TestbedError::io(dest, e))
     }
 
     /// The part of the initramfs shared by every run of this configuration.
@@ -322,8 +365,9 @@ impl QemuGuest {
     }
 
     /// The per-run archive appended after the cached one.
-    fn overlay(&self, script: &str) -> Result<Initramfs, TestbedError> {
+    fn overlay(&self, script: &str, nonce: &str) -> Result<Initramfs, TestbedError> {
         let mut fs = Initramfs::default();
+        fs.bytes(init_script::NONCE, 0o644, nonce)?;
         for (host, guest) in &self.files {
             fs.host_file(host, guest)?;
         }

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+use io_uring::register::Restriction;
 use io_uring::{opcode, squeue, types, IoUring};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -30,11 +31,23 @@ impl UringEngine {
     /// A ring of `entries` submission slots (completion queue twice as big)
     /// on `file`.
     pub fn new(file: Arc<File>, entries: u32) -> std::io::Result<Self> {
+        // Created disabled so that, before any submission, the ring is
+        // restricted to the four opcodes a block device needs: seccomp does
+        // not see io_uring operations, these restrictions do.
         let ring = IoUring::builder()
             .setup_cqsize(entries * 2)
+            .setup_r_disabled()
             .build(entries)?;
         let event = EventFd::new(EFD_NONBLOCK)?;
-        ring.submitter().register_eventfd(event.as_raw_fd())?;
+        let sub = ring.submitter();
+        sub.register_eventfd(event.as_raw_fd())?;
+        sub.register_restrictions(&mut [
+            Restriction::sqe_op(opcode::Readv::CODE),
+            Restriction::sqe_op(opcode::Writev::CODE),
+            Restriction::sqe_op(opcode::Fsync::CODE),
+            Restriction::sqe_op(opcode::Fallocate::CODE),
+        ])?;
+        sub.register_enable_rings()?;
         Ok(UringEngine {
             ring,
             file,

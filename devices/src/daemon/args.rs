@@ -125,5 +125,6 @@ pub fn init_logging(filter: &str) {
         .with_env_filter(env)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

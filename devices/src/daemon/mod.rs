@@ -2,11 +2,14 @@
 //!
 //! A daemon's `main` is: parse flags with [`parse_or_exit`] (its own clap
 //! struct flattening [`CommonArgs`]), [`init_logging`], open what it serves,
-//! [`listen`], [`signals::on_terminate`]
+//! [`listen`], [`sandbox::enter`] and [`sandbox::drop_capabilities`],
+//! [`seccomp::apply`], [`signals::on_terminate`]
 //! with its drain hook, [`notify::ready`], then [`serve`] forever.
 
 mod args;
 pub mod notify;
+pub mod sandbox;
+pub mod seccomp;
 
 mod serve;
 pub mod signals;
@@ -21,12 +24,12 @@ pub use serve::{listen, serve, DaemonBackend, ExitEvents, GuestMemory};
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// binding or inheriting the listening socket failed
-    #[error("socket {path}: {source}")]
+    #[error("socket {path}: {cause}")]
     Socket {
         /// socket path, or `fd N`
         path: String,
         /// cause
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// neither `--socket` nor `--fd` was given
     #[error("one of --socket or --fd is required")]
@@ -38,12 +41,12 @@ pub enum DaemonError {
     #[error("backend: {0}")]
     Backend(std::io::Error),
     /// sandbox setup failed
-    #[error("sandbox: {what}: {source}")]
+    #[error("sandbox: {what}: {cause}")]
     Sandbox {
         /// step that failed
         what: String,
         /// cause
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// seccomp filter setup failed
     #[error("seccomp: {0}")]

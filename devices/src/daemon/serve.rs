@@ -72,7 +72,7 @@ pub fn listen(args: &CommonArgs) -> Result<(Listener, Option<PathBuf>), DaemonEr
         if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             return Err(DaemonError::Socket {
                 path: format!("fd {fd}"),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a socket"),
+                cause: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a socket"),
             });
         }
         // SAFETY: the supervisor passed us ownership of this listening socket
@@ -82,9 +82,9 @@ pub fn listen(args: &CommonArgs) -> Result<(Listener, Option<PathBuf>), DaemonEr
     }
     let path = args.socket.clone().ok_or(DaemonError::NoSocket)?;
     let _ = std::fs::remove_file(&path);
-    let l = UnixListener::bind(&path).map_err(|source| DaemonError::Socket {
+    let l = UnixListener::bind(&path).map_err(|cause| DaemonError::Socket {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     Ok((Listener::from(l), Some(path)))
 }
@@ -109,7 +109,10 @@ where
             .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
         tracing::info!("frontend connected");
         match daemon.wait() {
-            Ok(()) => tracing::info!("frontend disconnected"),
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+            )) => tracing::info!("frontend disconnected"),
             Err(e) => tracing::warn!(error = %e, "frontend connection ended with an error"),
         }
         backend.detach();

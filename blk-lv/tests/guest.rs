@@ -1,0 +1,240 @@
+//! blk-lv under the real Linux virtio_blk driver (QEMU TCG guests through
+//! the test bed). One guest at a time per test; nextest's `vm` group caps
+//! how many run at once.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use common::*;
+use cradle_testbed::QemuGuest;
+
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
+
+struct Daemon {
+    child: Child,
+    sock: std::path::PathBuf,
+    img: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(size: u64, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("disk.img");
+        std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+        Self::start_on(dir, img, args)
+    }
+
+    fn start_on(dir: tempfile::TempDir, img: std::path::PathBuf, args: &[&str]) -> Daemon {
+        let sock = dir.path().join("blk.sock");
+        let mut argv = vec![
+            "--socket",
+            sock.to_str().unwrap(),
+            "--path",
+            img.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(args);
+        let child = spawn_daemon(&sock, &argv);
+        Daemon {
+            child,
+            sock,
+            img,
+            _dir: dir,
+        }
+    }
+
+    fn guest(&self, queues: u32) -> QemuGuest {
+        QemuGuest::new()
+            .modules(MODULES)
+            .vhost_user_blk(&self.sock, queues)
+            .timeout(Duration::from_secs(240))
+    }
+
+    /// SIGTERM, exit 0, and the daemon's log.
+    fn stop(&mut self) -> String {
+        signal(&self.child, libc::SIGTERM);
+        let st = wait_exit(&mut self.child, 30);
+        let mut log = String::new();
+        use std::io::Read;
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(0),
+            "daemon exit; log:\n{log}"
+        );
+        log
+    }
+}
+
+fn md5(data: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x");
+    std::fs::write(&p, data).unwrap();
+    let out = std::process::Command::new("md5sum")
+        .arg(&p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// (offset in 4 KiB blocks, pattern seed)
+const SPOTS: &[(u64, u64)] = &[
+    (0, 1),
+    (17, 2),
+    (4095, 3),
+    (8191, 4),
+    (12345, 5),
+    (16383 - 16, 6),
+];
+
+#[test]
+fn qemu_pattern_survives_power_cycle() {
+    let mut d = Daemon::start(64 << 20, &[]);
+    let pat_dir = tempfile::tempdir().unwrap();
+    // Boot 1: write a 64 KiB pattern at each spot, fsync, power off.
+    let mut write = String::from("set -e\n");
+    let mut guest = d.guest(1);
+    for (blk, seed) in SPOTS {
+        let p = pat_dir.path().join(format!("p{seed}"));
+        std::fs::write(&p, pattern(*seed, 64 * 1024)).unwrap();
+        guest = guest.file(&p, &format!("/p{seed}"));
+        write.push_str(&format!(
+            "dd if=/p{seed} of=/dev/vda bs=4096 seek={blk} conv=fsync 2>/dev/null\n"
+        ));
+    }
+    write.push_str("sync\necho written\n");
+    let run = guest.run(&write).unwrap();
+    assert!(run.output.contains("written"), "{}", run.output);
+    // Boot 2, same daemon (the frontend reconnects): read them back.
+    let mut read = String::new();
+    for (blk, seed) in SPOTS {
+        read.push_str(&format!(
+            "echo \"{seed} $(dd if=/dev/vda bs=4096 skip={blk} count=16 2>/dev/null | md5sum)\"\n"
+        ));
+    }
+    let run = d.guest(1).run(&read).unwrap();
+    for (_, seed) in SPOTS {
+        let want = md5(&pattern(*seed, 64 * 1024));
+        assert!(
+            run.output.contains(&format!("{seed} {want}")),
+            "seed {seed}: {}",
+            run.output
+        );
+    }
+    // And from the host.
+    let host = std::fs::read(&d.img).unwrap();
+    for (blk, seed) in SPOTS {
+        let off = (*blk * 4096) as usize;
+        assert!(
+            host[off..off + 65536] == pattern(*seed, 64 * 1024)[..],
+            "host copy of seed {seed}"
+        );
+    }
+    d.stop();
+}
+
+#[test]
+fn qemu_fio_crc32c_verify_on_four_queues() {
+    let mut d = Daemon::start(256 << 20, &["--num-queues", "4"]);
+    let script = "set -e
+echo queues $(ls /sys/block/vda/mq | wc -l)
+fio --name=verify --filename=/dev/vda --direct=1 --ioengine=psync --rw=randwrite --bs=4k \
+    --numjobs=4 --offset_increment=32m --size=4m --verify=crc32c --verify_fatal=1 \
+    --do_verify=1 --group_reporting --output-format=terse --terse-version=3 > /tmp/fio.out
+echo fio-exit $?
+grep -c verify /tmp/fio.out || true
+";
+    let run = d
+        .guest(4)
+        .cpus(2)
+        .binary("/usr/bin/fio")
+        .run(script)
+        .unwrap();
+    assert!(
+        run.output.contains("fio-exit 0"),
+        "{}\n{}",
+        run.output,
+        run.console
+    );
+    // 4 queues offered; virtio_blk uses min(queues, vCPUs) of them.
+    assert!(run.output.contains("queues 2"), "{}", run.output);
+    let log = d.stop();
+    assert!(!log.contains("io_errors"), "{log}");
+    assert!(log.contains("writes="), "{log}");
+}
+
+#[test]
+fn qemu_blkdiscard_punches_holes_in_the_host_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0x5au8; 64 << 20]).unwrap();
+    let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    assert!(allocated(&img) >= 64 << 20);
+    let mut d = Daemon::start_on(dir, img, &[]);
+    let script = "set -e
+cat /sys/block/vda/queue/discard_max_bytes
+blkdiscard -o 0 -l 16777216 /dev/vda
+blkdiscard -o 33554432 -l 8388608 /dev/vda
+sync
+echo first $(dd if=/dev/vda bs=4096 count=1 2>/dev/null | od -An -tx1 | head -1)
+echo zeroed $(dd if=/dev/vda bs=4096 skip=8192 count=1 2>/dev/null | od -An -tx1 | head -1)
+echo kept $(dd if=/dev/vda bs=4096 skip=4096 count=1 2>/dev/null | od -An -tx1 | head -1)
+";
+    let run = d.guest(1).run(script).unwrap();
+    assert!(run.output.contains("first 00 00 00"), "{}", run.output);
+    assert!(run.output.contains("zeroed 00 00 00"), "{}", run.output);
+    assert!(run.output.contains("kept 5a 5a 5a"), "{}", run.output);
+    let after = allocated(&d.img);
+    assert!(
+        after <= (64 << 20) - (24 << 20),
+        "{after} bytes still allocated"
+    );
+    assert_eq!(std::fs::metadata(&d.img).unwrap().len(), 64 << 20);
+    let host = std::fs::read(&d.img).unwrap();
+    assert!(host[..16 << 20].iter().all(|b| *b == 0));
+    assert!(host[16 << 20..32 << 20].iter().all(|b| *b == 0x5a));
+    let log = d.stop();
+    assert!(log.contains("discards="), "{log}");
+}
+
+#[test]
+fn qemu_readonly_disk_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::write(&img, vec![0x11u8; 8 << 20]).unwrap();
+    let mut d = Daemon::start_on(dir, img, &["--readonly"]);
+    let script = "
+echo ro $(cat /sys/block/vda/ro)
+if dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct conv=fsync 2>/dev/null; then echo write-ok; else echo write-refused; fi
+echo data $(dd if=/dev/vda bs=4096 count=1 2>/dev/null | od -An -tx1 | head -1)
+";
+    let run = d.guest(1).run(script).unwrap();
+    assert!(run.output.contains("ro 1"), "{}", run.output);
+    assert!(run.output.contains("write-refused"), "{}", run.output);
+    assert!(run.output.contains("data 11 11 11"), "{}", run.output);
+    assert!(
+        std::fs::read(&d.img).unwrap().iter().all(|b| *b == 0x11),
+        "host file untouched"
+    );
+    d.stop();
+}
