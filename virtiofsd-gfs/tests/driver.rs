@@ -3,6 +3,8 @@
 //! virtqueues), speaking FUSE through our client. Checks host-side effects,
 //! hostile chains and requests, queues in parallel and reconnects.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -10,18 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::{client, connect, Chan, TIMEOUT};
 use cradle_devices::daemon;
-use cradle_devices::driver::{Buffer, Driver, DriverConfig, VirtQueue};
+use cradle_devices::driver::Buffer;
 use virtiofsd_gfs::config::Cli;
 use virtiofsd_gfs::fs::passthrough::PassthroughFs;
 use virtiofsd_gfs::fs::{Context, FileSystem, StatFs};
 use virtiofsd_gfs::fuse::abi::{self, opcode as op, Wire};
 use virtiofsd_gfs::fuse::client::{body, request, Client, Reply};
 use virtiofsd_gfs::fuse::Server;
-use vm_memory::GuestAddress;
-
-const REPLY: u32 = 1 << 20;
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A daemon serving `dir` in this process (tests read its counters).
 fn start(dir: &Path, sock: &Path, args: &[&str]) -> Arc<Server<PassthroughFs>> {
@@ -48,62 +47,6 @@ fn start(dir: &Path, sock: &Path, args: &[&str]) -> Arc<Server<PassthroughFs>> {
     let s = server.clone();
     std::thread::spawn(move || virtiofsd_gfs::serve(s, cfg.device, &mut listener));
     server
-}
-
-fn connect(sock: &Path, queues: u16) -> (Driver, Vec<VirtQueue>) {
-    let mut drv = Driver::connect(
-        sock,
-        DriverConfig {
-            num_queues: queues,
-            queue_size: 64,
-            memory_bytes: 32 << 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let qs = drv.take_queues();
-    (drv, qs)
-}
-
-/// One queue as a FUSE transport: request buffer + reply buffer.
-struct Chan {
-    q: VirtQueue,
-    req: GuestAddress,
-    rep: GuestAddress,
-}
-
-impl Chan {
-    fn new(q: VirtQueue) -> Self {
-        let req = q.memory().alloc(REPLY as u64 + 8192, 4096).unwrap();
-        let rep = q.memory().alloc(REPLY as u64, 4096).unwrap();
-        Chan { q, req, rep }
-    }
-
-    /// Submits `bufs` as one chain; returns the used length.
-    fn chain(&mut self, bufs: &[Buffer]) -> u32 {
-        let head = self.q.add_chain(bufs).unwrap();
-        self.q.kick().unwrap();
-        self.q
-            .wait_head(head, TIMEOUT, &mut Vec::new())
-            .unwrap()
-            .len
-    }
-
-    /// Sends a request; the reply if the device wrote one.
-    fn send(&mut self, req: &[u8]) -> Option<Vec<u8>> {
-        self.q.write(self.req, req).unwrap();
-        let n = self.chain(&[
-            Buffer::readable(self.req, req.len() as u32),
-            Buffer::writable(self.rep, REPLY),
-        ]);
-        (n > 0).then(|| self.q.read(self.rep, n as usize).unwrap())
-    }
-}
-
-fn client(chan: &mut Chan) -> Client<impl FnMut(&[u8]) -> Option<Vec<u8>> + '_> {
-    let mut c = Client::new(move |r: &[u8]| chan.send(r));
-    c.init(37, 0xffff_ffff).unwrap();
-    c
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The binary as an operator meets it: flags, exit statuses, readiness,
 //! SIGTERM, an inherited socket.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::process::{Child, Command, Stdio};
@@ -239,4 +241,257 @@ fn serves_an_inherited_socket_fd() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(drv.is_ok(), "{:?}", drv.err());
+}
+
+/// The default configuration (namespace sandbox, seccomp kill, reduced
+/// capabilities) serves every opcode: a syscall missing from the
+/// allowlist would kill the daemon and fail the next request.
+#[test]
+fn default_sandbox_and_seccomp_serve_every_opcode() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("the namespace sandbox needs root; skipped");
+        return;
+    }
+    use common::{client, Chan};
+    use virtiofsd_gfs::fuse::abi::{self, opcode as op, Wire};
+    use virtiofsd_gfs::fuse::client::{body, EntryOut};
+
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("host"), b"0123456789").unwrap();
+    let sock = d.path().join("fs.sock");
+    let mut child = Command::new(BIN)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--shared-dir")
+        .arg(&tree)
+        .args(["--xattr", "--inode-file-handles", "prefer"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "daemon did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_drv, qs) = common::connect(&sock, 2);
+    let mut ch = Chan::new(qs.into_iter().nth(1).unwrap());
+    {
+        let mut c = client(&mut ch);
+        let h = c.lookup(1, b"host").unwrap();
+        let (fh, _) = c.open(h.nodeid, libc::O_RDWR as u32, false).unwrap();
+        assert_eq!(c.read(h.nodeid, fh, 2, 3).unwrap(), b"234");
+        c.write(h.nodeid, fh, 10, b"ab").unwrap();
+        let fa = abi::FallocateIn {
+            fh,
+            offset: 0,
+            length: 4096,
+            mode: 0,
+            padding: 0,
+        };
+        c.call(op::FALLOCATE, h.nodeid, &body(Some(fa), &[]))
+            .unwrap();
+        let ls = abi::LseekIn {
+            fh,
+            offset: 0,
+            whence: libc::SEEK_END as u32,
+            padding: 0,
+        };
+        c.call(op::LSEEK, h.nodeid, &body(Some(ls), &[])).unwrap();
+        c.call(
+            op::FLUSH,
+            h.nodeid,
+            &body(
+                Some(abi::FlushIn {
+                    fh,
+                    ..Default::default()
+                }),
+                &[],
+            ),
+        )
+        .unwrap();
+        c.call(
+            op::FSYNC,
+            h.nodeid,
+            &body(
+                Some(abi::FsyncIn {
+                    fh,
+                    ..Default::default()
+                }),
+                &[],
+            ),
+        )
+        .unwrap();
+        let (n, nfh) = c.create(1, b"new", 0o644, libc::O_RDWR as u32).unwrap();
+        let cr = abi::CopyFileRangeIn {
+            fh_in: fh,
+            off_in: 0,
+            nodeid_out: n.nodeid,
+            fh_out: nfh,
+            off_out: 0,
+            len: 5,
+            flags: 0,
+        };
+        c.call(op::COPY_FILE_RANGE, h.nodeid, &body(Some(cr), &[]))
+            .unwrap();
+        c.release(n.nodeid, nfh, false).unwrap();
+        c.release(h.nodeid, fh, false).unwrap();
+        let set = abi::SetattrIn {
+            valid: abi::fattr::MODE
+                | abi::fattr::UID
+                | abi::fattr::GID
+                | abi::fattr::SIZE
+                | abi::fattr::ATIME_NOW
+                | abi::fattr::MTIME,
+            mode: 0o600,
+            uid: 1000,
+            gid: 1000,
+            size: 3,
+            mtime: 1_000_000,
+            ..Default::default()
+        };
+        c.setattr(n.nodeid, set).unwrap();
+        let dir = c.mkdir(1, b"d", 0o755).unwrap();
+        c.call(op::SYMLINK, dir.nodeid, b"s\0../new\0").unwrap();
+        let s = EntryOut::parse(&c.call(op::LOOKUP, dir.nodeid, b"s\0").unwrap()).unwrap();
+        assert_eq!(c.call(op::READLINK, s.nodeid, &[]).unwrap(), b"../new");
+        let mk = abi::MknodIn {
+            mode: libc::S_IFIFO | 0o600,
+            ..Default::default()
+        };
+        c.call(op::MKNOD, dir.nodeid, &body(Some(mk), &[b"fifo"]))
+            .unwrap();
+        c.call(
+            op::LINK,
+            dir.nodeid,
+            &body(
+                Some(abi::LinkIn {
+                    oldnodeid: n.nodeid,
+                }),
+                &[b"hard"],
+            ),
+        )
+        .unwrap();
+        c.call(
+            op::RENAME,
+            dir.nodeid,
+            &body(Some(abi::RenameIn { newdir: 1 }), &[b"hard", b"hard2"]),
+        )
+        .unwrap();
+        let r2 = abi::Rename2In {
+            newdir: 1,
+            flags: libc::RENAME_EXCHANGE,
+            padding: 0,
+        };
+        c.call(op::RENAME2, 1, &body(Some(r2), &[b"hard2", b"host"]))
+            .unwrap();
+        let mut x = body(Some(abi::SetxattrIn { size: 1, flags: 0 }), &[b"user.a"]);
+        x.push(b'1');
+        c.call(op::SETXATTR, n.nodeid, &x).unwrap();
+        c.call(
+            op::GETXATTR,
+            n.nodeid,
+            &body(
+                Some(abi::GetxattrIn {
+                    size: 8,
+                    padding: 0,
+                }),
+                &[b"user.a"],
+            ),
+        )
+        .unwrap();
+        c.call(
+            op::LISTXATTR,
+            n.nodeid,
+            &body(
+                Some(abi::GetxattrIn {
+                    size: 0,
+                    padding: 0,
+                }),
+                &[],
+            ),
+        )
+        .unwrap();
+        c.call(op::REMOVEXATTR, n.nodeid, b"user.a\0").unwrap();
+        let t = abi::CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: 0o600,
+            umask: 0,
+            open_flags: 0,
+        };
+        let r = c
+            .call(op::TMPFILE, dir.nodeid, &body(Some(t), &[b"t"]))
+            .unwrap();
+        let tfh = abi::OpenOut::decode(&r[128..]).fh;
+        c.release(EntryOut::parse(&r).unwrap().nodeid, tfh, false)
+            .unwrap();
+        let (dh, _) = c.open(1, 0, true).unwrap();
+        assert!(c.readdir(1, dh, 0, 8192, true).unwrap().len() >= 5);
+        c.call(
+            op::FSYNCDIR,
+            1,
+            &body(
+                Some(abi::FsyncIn {
+                    fh: dh,
+                    ..Default::default()
+                }),
+                &[],
+            ),
+        )
+        .unwrap();
+        c.release(1, dh, true).unwrap();
+        c.call(op::STATFS, 1, &[]).unwrap();
+        c.call(op::SYNCFS, 1, &[0; 8]).unwrap();
+        c.call(
+            op::ACCESS,
+            1,
+            &body(
+                Some(abi::AccessIn {
+                    mask: 7,
+                    padding: 0,
+                }),
+                &[],
+            ),
+        )
+        .unwrap();
+        c.call(op::UNLINK, dir.nodeid, b"fifo\0").unwrap();
+        c.call(op::UNLINK, dir.nodeid, b"s\0").unwrap();
+        c.call(op::RMDIR, 1, b"d\0").unwrap();
+        c.forget(n.nodeid, 1);
+        c.call(op::DESTROY, 0, &[]).unwrap();
+    }
+    assert!(child.try_wait().unwrap().is_none(), "daemon died");
+    let m = std::fs::metadata(tree.join("new")).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((m.len(), m.uid(), m.mode() & 0o777), (3, 1000, 0o600));
+    }
+    // Only the capabilities the backend needs are left, and its root is
+    // an empty directory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    let mut want = 0u64;
+    for c in virtiofsd_gfs::CAPABILITIES
+        .iter()
+        .chain([&virtiofsd_gfs::CAP_DAC_READ_SEARCH])
+    {
+        want |= 1 << c;
+    }
+    assert_eq!(
+        u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap(),
+        want
+    );
+    let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+    assert!(seccomp.ends_with('2'), "{seccomp}");
+    let root = std::fs::read_dir(format!("/proc/{}/root", child.id()))
+        .unwrap()
+        .count();
+    assert_eq!(root, 0, "sandbox root is empty");
+    let _ = child.kill();
+    let _ = child.wait();
 }
