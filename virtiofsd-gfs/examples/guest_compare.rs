@@ -22,7 +22,9 @@ struct Daemon(Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // The whole process group: virtiofsd's sandbox forks a child.
+        // SAFETY: kill(2) on the group we created for this daemon.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -50,6 +52,7 @@ fn start(bin: &Path, is_ref: bool, dir: &Path, sock: &Path, pool: u32) -> Daemon
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     let mut child = c.spawn().expect("spawn daemon");
     cradle_testbed::peers::wait_for_socket(&mut child, sock).expect("socket");
     Daemon(child)

@@ -377,7 +377,10 @@ impl<F: FileSystem> Server<F> {
             op::OPEN | op::OPENDIR => (|| {
                 let a = r.read::<abi::OpenIn>()?;
                 if h.opcode == op::OPEN {
-                    if self.cfg.readonly && (a.flags as i32 & libc::O_ACCMODE) != libc::O_RDONLY {
+                    let f = a.flags as i32;
+                    if self.cfg.readonly
+                        && ((f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0)
+                    {
                         return Err(libc::EROFS);
                     }
                     let (fh, f) = fs.open(ctx, ino, a.flags).map_err(errno)?;

@@ -31,7 +31,9 @@ pub struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole process group: virtiofsd's sandbox forks a child.
+        // SAFETY: kill(2) on the group we created for this daemon.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -79,6 +81,7 @@ pub fn start(which: Which, dir: &Path, socket: &Path, cache: &str, extra: &[&str
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().expect("spawning the daemon");
     wait_for_socket(&mut child, socket).expect("daemon socket");
     Daemon {

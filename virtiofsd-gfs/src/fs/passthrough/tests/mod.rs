@@ -584,6 +584,11 @@ fn readonly_refuses_every_change() {
         c.open(f.nodeid, libc::O_WRONLY as u32, false).unwrap_err(),
         libc::EROFS
     );
+    assert_eq!(
+        c.open(f.nodeid, (libc::O_RDONLY | libc::O_TRUNC) as u32, false)
+            .unwrap_err(),
+        libc::EROFS
+    );
     assert_eq!(c.call(op::UNLINK, 1, b"f\0"), Err(libc::EROFS));
     assert_eq!(
         c.setattr(
