@@ -121,3 +121,58 @@ fn qemu_two_guests_see_each_others_writes_with_cache_never() {
     assert_eq!(fs::read_to_string(tree.path().join("b")).unwrap(), "2\n");
     assert!(tree.path().join("a.done").exists() && tree.path().join("b.done").exists());
 }
+
+/// With `--cache auto`, a change made elsewhere (here: on the host, as
+/// another VM's daemon would) reaches a guest that keeps reading the file
+/// by name within about the 1 s attribute timeout; with `never`, at once.
+fn convergence_rounds(cache: &str) -> u32 {
+    let tree = tempfile::tempdir().unwrap();
+    fs::write(tree.path().join("f"), "old").unwrap();
+    let sock_dir = tempfile::tempdir().unwrap();
+    let sock = sock_dir.path().join("fs.sock");
+    let _d = start(Which::Ours, tree.path(), &sock, cache, &[]);
+    let host_tree = tree.path().to_path_buf();
+    // The host writer: as soon as the guest says it has the old content
+    // cached, replace it (different length, so a stale size shows).
+    let writer = std::thread::spawn(move || {
+        let ready = host_tree.join("ready");
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        while !ready.exists() {
+            assert!(std::time::Instant::now() < end, "guest never got ready");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fs::write(host_tree.join("f"), "brand new").unwrap();
+        fs::write(host_tree.join("written"), "").unwrap();
+    });
+    let run = QemuGuest::new()
+        .vhost_user_fs(&sock, "gfs")
+        .run(
+            "set -e\nmount -t virtiofs gfs /mnt\n\
+             test \"$(cat /mnt/f)\" = old\n\
+             touch /mnt/ready\n\
+             while [ ! -e /mnt/written ]; do sleep 0.01; done\n\
+             n=0\n\
+             while [ \"$(cat /mnt/f)\" != 'brand new' ]; do\n\
+               n=$((n+1)); [ $n -lt 600 ] || exit 1\n\
+               sleep 0.05\n\
+             done\n\
+             echo rounds=$n\n",
+        )
+        .unwrap();
+    writer.join().unwrap();
+    run.output
+        .lines()
+        .find_map(|l| l.strip_prefix("rounds="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", run.output))
+}
+
+#[test]
+fn qemu_cache_auto_sees_changes_within_the_timeout_never_at_once() {
+    // 50 ms per round: `never` needs none, `auto` at most ~1 s (+ slack
+    // for a TCG guest), and at least one round when the attributes were
+    // still cached.
+    assert_eq!(convergence_rounds("never"), 0);
+    let auto = convergence_rounds("auto");
+    assert!(auto <= 40, "cache=auto took {auto} rounds of 50 ms");
+}

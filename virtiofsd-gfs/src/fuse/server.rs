@@ -84,6 +84,23 @@ fn name<'a>(r: &mut Reader<'a>) -> Result<&'a CStr, i32> {
     Ok(n)
 }
 
+/// Names and values end the request: bytes after them (a name with an
+/// embedded NUL, a length that disagrees with the body) are refused.
+fn end(r: &Reader<'_>) -> Result<(), i32> {
+    if r.remaining() == 0 {
+        Ok(())
+    } else {
+        Err(libc::EINVAL)
+    }
+}
+
+/// The request's one and last name.
+fn only_name<'a>(r: &mut Reader<'a>) -> Result<&'a CStr, i32> {
+    let n = name(r)?;
+    end(r)?;
+    Ok(n)
+}
+
 /// Encodes a `dev_t` the way the FUSE kernel decodes it (`new_decode_dev`).
 fn encode_dev(rdev: u64) -> u32 {
     let (ma, mi) = (libc::major(rdev), libc::minor(rdev));
@@ -330,7 +347,7 @@ impl<F: FileSystem> Server<F> {
                 self.initialized.store(false, Ordering::Release);
                 Ok(Vec::new())
             }
-            op::LOOKUP => name(&mut r).and_then(|n| entry_reply(fs.lookup(ctx, ino, n))),
+            op::LOOKUP => only_name(&mut r).and_then(|n| entry_reply(fs.lookup(ctx, ino, n))),
             op::GETATTR => {
                 let fh = r
                     .read::<abi::GetattrIn>()
@@ -344,20 +361,21 @@ impl<F: FileSystem> Server<F> {
             op::SYMLINK => (|| {
                 let n = name(&mut r)?;
                 let target = r.cstr()?;
+                end(&r)?;
                 entry_reply(fs.symlink(ctx, target, ino, n))
             })(),
             op::MKNOD => (|| {
                 let a = r.read::<abi::MknodIn>()?;
-                let n = name(&mut r)?;
+                let n = only_name(&mut r)?;
                 entry_reply(fs.mknod(ctx, ino, n, a.mode, a.rdev, a.umask))
             })(),
             op::MKDIR => (|| {
                 let a = r.read::<abi::MkdirIn>()?;
-                let n = name(&mut r)?;
+                let n = only_name(&mut r)?;
                 entry_reply(fs.mkdir(ctx, ino, n, a.mode, a.umask))
             })(),
-            op::UNLINK => name(&mut r).and_then(|n| empty(fs.unlink(ctx, ino, n))),
-            op::RMDIR => name(&mut r).and_then(|n| empty(fs.rmdir(ctx, ino, n))),
+            op::UNLINK => only_name(&mut r).and_then(|n| empty(fs.unlink(ctx, ino, n))),
+            op::RMDIR => only_name(&mut r).and_then(|n| empty(fs.rmdir(ctx, ino, n))),
             op::RENAME | op::RENAME2 => (|| {
                 let (newdir, flags) = if h.opcode == op::RENAME {
                     (r.read::<abi::RenameIn>()?.newdir, 0)
@@ -366,18 +384,21 @@ impl<F: FileSystem> Server<F> {
                     (a.newdir, a.flags)
                 };
                 let old = name(&mut r)?;
-                let new = name(&mut r)?;
+                let new = only_name(&mut r)?;
                 empty(fs.rename(ctx, ino, old, newdir, new, flags))
             })(),
             op::LINK => (|| {
                 let a = r.read::<abi::LinkIn>()?;
-                let n = name(&mut r)?;
+                let n = only_name(&mut r)?;
                 entry_reply(fs.link(ctx, a.oldnodeid, ino, n))
             })(),
             op::OPEN | op::OPENDIR => (|| {
                 let a = r.read::<abi::OpenIn>()?;
                 if h.opcode == op::OPEN {
-                    if self.cfg.readonly && (a.flags as i32 & libc::O_ACCMODE) != libc::O_RDONLY {
+                    let f = a.flags as i32;
+                    if self.cfg.readonly
+                        && ((f & libc::O_ACCMODE) != libc::O_RDONLY || f & libc::O_TRUNC != 0)
+                    {
                         return Err(libc::EROFS);
                     }
                     let (fh, f) = fs.open(ctx, ino, a.flags).map_err(errno)?;
@@ -390,7 +411,7 @@ impl<F: FileSystem> Server<F> {
             op::CREATE | op::TMPFILE => (|| {
                 let a = r.read::<abi::CreateIn>()?;
                 let res = if h.opcode == op::CREATE {
-                    let n = name(&mut r)?;
+                    let n = only_name(&mut r)?;
                     fs.create(ctx, ino, n, a.mode, a.flags, a.umask)
                 } else {
                     fs.tmpfile(ctx, ino, a.mode, a.flags, a.umask)
@@ -458,11 +479,13 @@ impl<F: FileSystem> Server<F> {
                 let a = r.read::<abi::SetxattrIn>()?;
                 let n = r.cstr()?;
                 let v = r.bytes(a.size as usize)?;
+                end(&r)?;
                 empty(fs.setxattr(ctx, ino, n, v, a.flags))
             })(),
             op::GETXATTR => (|| {
                 let a = r.read::<abi::GetxattrIn>()?;
                 let n = r.cstr()?;
+                end(&r)?;
                 xattr_reply(fs.getxattr(ctx, ino, n, a.size.min(MAX_IO)))
             })(),
             op::LISTXATTR => (|| {
@@ -471,6 +494,7 @@ impl<F: FileSystem> Server<F> {
             })(),
             op::REMOVEXATTR => (|| {
                 let n = r.cstr()?;
+                end(&r)?;
                 empty(fs.removexattr(ctx, ino, n))
             })(),
             op::READDIR | op::READDIRPLUS => (|| {

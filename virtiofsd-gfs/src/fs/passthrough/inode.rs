@@ -88,6 +88,15 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether two anchors for the same (dev, ino) name the same object: file
+/// handles carry a generation number, fds pin their inode.
+fn same_object(a: &Anchor, b: &Anchor) -> bool {
+    match (a, b) {
+        (Anchor::Handle(x), Anchor::Handle(y)) => x == y,
+        _ => true,
+    }
+}
+
 impl InodeStore {
     /// An empty table; ids start after the root's.
     pub fn new() -> Self {
@@ -134,9 +143,10 @@ impl InodeStore {
         let mut m = write(&self.maps);
         if let Some(id) = m.by_key.get(&key).copied() {
             if let Some(d) = m.by_id.get(&id) {
-                // Same key, different file type: the number was reused
-                // after the old file went away on the host. Replace.
-                if d.kind == kind {
+                // Same key but a different file type or file handle: the
+                // inode number was reused after the old file went away on
+                // the host (possible when no fd pins it). Replace.
+                if d.kind == kind && same_object(&d.anchor, &anchor) {
                     d.refs.fetch_add(1, Ordering::Relaxed);
                     return id;
                 }

@@ -52,7 +52,7 @@ pub fn fd_name(fd: BorrowedFd<'_>) -> std::ffi::CString {
 }
 
 /// An opaque kernel file handle (`name_to_handle_at`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHandle {
     handle_type: i32,
     bytes: Vec<u8>,

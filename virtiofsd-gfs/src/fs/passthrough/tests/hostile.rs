@@ -57,6 +57,19 @@ fn hostile_requests_get_error_replies() {
     for n in [&b"../f\0"[..], b"a/b\0", b".\0", b"..\0", b"\0", b"f"] {
         assert_eq!(c.call(op::LOOKUP, 1, n).unwrap_err(), libc::EINVAL, "{n:?}");
     }
+    // A NUL inside a name (bytes after the terminator) is refused too.
+    for (opc, b) in [
+        (op::LOOKUP, &b"f\0x\0"[..]),
+        (op::UNLINK, b"f\0../x\0"),
+        (op::SYMLINK, b"l\0t\0junk"),
+        (op::REMOVEXATTR, b"user.a\0b\0"),
+    ] {
+        assert_eq!(c.call(opc, 1, b), Err(libc::EINVAL), "opcode {opc}");
+    }
+    assert!(std::fs::read(t.path().join("f")).is_ok());
+    let mut b = body(Some(abi::SetxattrIn { size: 1, flags: 0 }), &[b"user.a"]);
+    b.extend_from_slice(b"value longer than size");
+    assert_eq!(c.call(op::SETXATTR, 1, &b), Err(libc::EINVAL));
     let long = [vec![b'a'; 256], vec![0]].concat();
     assert_eq!(c.call(op::LOOKUP, 1, &long), Err(libc::ENAMETOOLONG));
     assert_eq!(

@@ -584,6 +584,11 @@ fn readonly_refuses_every_change() {
         c.open(f.nodeid, libc::O_WRONLY as u32, false).unwrap_err(),
         libc::EROFS
     );
+    assert_eq!(
+        c.open(f.nodeid, (libc::O_RDONLY | libc::O_TRUNC) as u32, false)
+            .unwrap_err(),
+        libc::EROFS
+    );
     assert_eq!(c.call(op::UNLINK, 1, b"f\0"), Err(libc::EROFS));
     assert_eq!(
         c.setattr(
@@ -704,5 +709,78 @@ fn cache_policies_map_to_timeouts_and_open_flags() {
             "{policy:?}"
         );
         assert_eq!(c.open(1, 0, true).unwrap().1, dir_flags, "{policy:?}");
+    }
+}
+
+#[test]
+fn posix_acl_negotiates_dont_mask_and_serves_acls() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("f"), b"").unwrap();
+    let s = server(t.path(), |c| {
+        c.xattr = true;
+        c.posix_acl = true;
+    });
+    let mut c = Client::new(|r: &[u8]| s.handle(r));
+    let want = (abi::init::POSIX_ACL | abi::init::DONT_MASK) as u32;
+    let o = c.init(37, want).unwrap();
+    assert_eq!(o.flags & want, want);
+    // With DONT_MASK the daemon applies the guest's umask.
+    let ci = abi::CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o666,
+        umask: 0o027,
+        open_flags: 0,
+    };
+    c.call(op::CREATE, 1, &body(Some(ci), &[b"masked"]))
+        .unwrap();
+    let m = std::fs::metadata(t.path().join("masked")).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o640);
+    // An access ACL (user::rw- group::r-- other::---) set through SETXATTR
+    // lands on the host and shows in the mode bits.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 6u16), (0x04, 4), (0x20, 0)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let f = c.lookup(1, b"f").unwrap();
+    let mut b = body(
+        Some(abi::SetxattrIn {
+            size: acl.len() as u32,
+            flags: 0,
+        }),
+        &[b"system.posix_acl_access"],
+    );
+    b.extend_from_slice(&acl);
+    c.call(op::SETXATTR, f.nodeid, &b).unwrap();
+    assert_eq!(
+        std::fs::metadata(t.path().join("f")).unwrap().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn writeback_is_negotiated_only_when_asked_and_cached() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("f"), b"abc").unwrap();
+    let wb = abi::init::WRITEBACK_CACHE as u32;
+    for (writeback, cache, expect) in [
+        (false, CachePolicy::Auto, false),
+        (true, CachePolicy::Never, false),
+        (true, CachePolicy::Auto, true),
+    ] {
+        let s = server(t.path(), |c| {
+            c.writeback = writeback;
+            c.cache = cache;
+        });
+        let mut c = Client::new(|r: &[u8]| s.handle(r));
+        let o = c.init(37, wb).unwrap();
+        assert_eq!(o.flags & wb != 0, expect, "{writeback} {cache:?}");
+        // Under writeback a write-only open can still be read (the guest
+        // page cache reads around partial writes).
+        let f = c.lookup(1, b"f").unwrap();
+        let (fh, _) = c.open(f.nodeid, libc::O_WRONLY as u32, false).unwrap();
+        assert_eq!(c.read(f.nodeid, fh, 0, 3).is_ok(), expect);
+        c.release(f.nodeid, fh, false).unwrap();
     }
 }
