@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use clap::Parser;
-use cradle_devices::daemon::CommonArgs;
+use cradle_devices::daemon::{CommonArgs, DaemonCli};
 
 use crate::qos::QosConfig;
 
@@ -58,9 +58,15 @@ pub struct Config {
     pub qos: QosConfig,
 }
 
-impl Cli {
+impl DaemonCli for Cli {
+    type Config = Config;
+
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
     /// Checks what clap cannot; the error is a one-line reason.
-    pub fn into_config(self) -> Result<Config, String> {
+    fn into_config(self) -> Result<Config, String> {
         let path = self.path.ok_or("--path is required")?;
         if self.common.socket.is_none() && self.common.fd.is_none() {
             return Err("one of --socket or --fd is required".into());

@@ -9,26 +9,7 @@ use blk_lv::device::Device;
 use cradle_devices::daemon::{self, notify, sandbox, seccomp, signals};
 
 fn main() -> ExitCode {
-    let cli: Cli = daemon::parse_or_exit();
-    if cli.common.print_capabilities {
-        blk_lv::print_capabilities();
-        return ExitCode::SUCCESS;
-    }
-    let cfg = match cli.into_config() {
-        Ok(c) => c,
-        Err(reason) => {
-            eprintln!("{reason}");
-            return ExitCode::from(2);
-        }
-    };
-    daemon::init_logging(&cfg.common.log_level);
-    match run(cfg) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::main::<Cli, _>(blk_lv::print_capabilities, run)
 }
 
 fn run(cfg: blk_lv::config::Config) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use clap::{Parser, ValueEnum};
-use cradle_devices::daemon::CommonArgs;
+use cradle_devices::daemon::{CommonArgs, DaemonCli};
 
 /// Most queue pairs: 2 * pairs + 1 virtqueues must fit the 64-queue mask
 /// of vhost-user-backend.
@@ -132,9 +132,15 @@ pub struct Config {
     pub offload: bool,
 }
 
-impl Cli {
+impl DaemonCli for Cli {
+    type Config = Config;
+
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
     /// Checks what clap cannot; the error is the one-line reason for exit 2.
-    pub fn into_config(self) -> Result<Config, String> {
+    fn into_config(self) -> Result<Config, String> {
         if self.common.readonly {
             return Err("--readonly has no meaning for a network device".into());
         }

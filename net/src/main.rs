@@ -9,26 +9,7 @@ use net_tap::config::Cli;
 use net_tap::device::Device;
 
 fn main() -> ExitCode {
-    let cli: Cli = daemon::parse_or_exit();
-    if cli.common.print_capabilities {
-        net_tap::print_capabilities();
-        return ExitCode::SUCCESS;
-    }
-    let cfg = match cli.into_config() {
-        Ok(c) => c,
-        Err(reason) => {
-            eprintln!("{reason}");
-            return ExitCode::from(2);
-        }
-    };
-    daemon::init_logging(&cfg.common.log_level);
-    match run(cfg) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::main::<Cli, _>(net_tap::print_capabilities, run)
 }
 
 fn run(cfg: net_tap::config::Config) -> anyhow::Result<()> {

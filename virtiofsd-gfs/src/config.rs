@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use cradle_devices::daemon::CommonArgs;
+use cradle_devices::daemon::{CommonArgs, DaemonCli};
 
 use crate::backend::{DeviceConfig, TAG_LEN};
 use crate::fs::passthrough::{self, FileHandles};
@@ -87,9 +87,15 @@ pub struct Config {
     pub rlimit_nofile: Option<u64>,
 }
 
-impl Cli {
+impl DaemonCli for Cli {
+    type Config = Config;
+
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
     /// Checks what clap cannot; the error is a one-line reason.
-    pub fn into_config(self) -> Result<Config, String> {
+    fn into_config(self) -> Result<Config, String> {
         let root = self.shared_dir.ok_or("--shared-dir is required")?;
         if !root.is_dir() {
             return Err(format!("--shared-dir {}: not a directory", root.display()));

@@ -10,26 +10,7 @@ use virtiofsd_gfs::fs::passthrough::PassthroughFs;
 use virtiofsd_gfs::fuse::Server;
 
 fn main() -> ExitCode {
-    let cli: Cli = daemon::parse_or_exit();
-    if cli.common.print_capabilities {
-        virtiofsd_gfs::print_capabilities();
-        return ExitCode::SUCCESS;
-    }
-    let cfg = match cli.into_config() {
-        Ok(c) => c,
-        Err(reason) => {
-            eprintln!("{reason}");
-            return ExitCode::from(2);
-        }
-    };
-    daemon::init_logging(&cfg.common.log_level);
-    match run(cfg) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::main::<Cli, _>(virtiofsd_gfs::print_capabilities, run)
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use common::{client, connect, Chan, TIMEOUT};
-use cradle_devices::daemon;
+use cradle_devices::daemon::{self, DaemonCli};
 use cradle_devices::driver::Buffer;
 use virtiofsd_gfs::config::Cli;
 use virtiofsd_gfs::fs::passthrough::PassthroughFs;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use blk_lv::config::Cli;
 use blk_lv::device::Device;
 use clap::Parser;
-use cradle_devices::daemon;
+use cradle_devices::daemon::{self, DaemonCli};
 use cradle_devices::driver::blk::BlkQueue;
 use cradle_devices::driver::{Driver, DriverConfig};
 

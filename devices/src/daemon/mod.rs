@@ -11,6 +11,7 @@ pub mod notify;
 pub mod sandbox;
 pub mod seccomp;
 
+mod entry;
 mod serve;
 pub mod signals;
 
@@ -18,6 +19,7 @@ pub use args::{
     init_logging, parse_from_or_exit, parse_or_exit, print_capabilities, CommonArgs, SandboxMode,
     SeccompMode,
 };
+pub use entry::{main, DaemonCli};
 pub use serve::{listen, serve, DaemonBackend, ExitEvents, GuestMemory};
 
 /// Errors of the daemon skeleton.
