@@ -70,9 +70,16 @@ fn peer_script(me: &str, peer: &str) -> String {
     format!(
         r#"set -e
 mount -t virtiofs gfs /mnt
+# `echo N > file` truncates before it writes: a reader can see an empty
+# file in between, which counts as 0.
+value_of() {{
+  v=$(cat "$1" 2>/dev/null || true)
+  case "$v" in ''|*[!0-9]*) v=0 ;; esac
+  echo "$v"
+}}
 wait_for() {{
   i=0
-  while [ "$(cat /mnt/{peer} 2>/dev/null || echo 0)" -lt "$1" ]; do
+  while [ "$(value_of /mnt/{peer})" -lt "$1" ]; do
     i=$((i+1)); [ $i -lt 600 ] || {{ echo "timeout waiting for {peer} >= $1"; exit 1; }}
     sleep 0.1
   done
