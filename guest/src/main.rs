@@ -183,6 +183,18 @@ fn host(
     // Orphans of our shims come to us rather than to the host's init.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // The pod's mounts (container roots, volumes) live in a mount namespace
+    // of our own, so they vanish with us even if we are killed outright,
+    // and the host's mount table never sees them.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("making / private in the pod's mount namespace")?;
     let run_dir = run_dir.unwrap_or_else(|| {
         PathBuf::from(format!("/run/cradle/{}-{}", config.id, std::process::id()))
     });

@@ -256,3 +256,29 @@ fn initramfs_subcommand_packs_init_modules_and_config() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn pod_mounts_stay_out_of_the_host_mount_table() {
+    let mut p = HostPod::start(&pod(
+        r#"{"name":"long","critical":true,"image":{"rootfs":{"dir":"ROOTFS"}},
+            "process":{"cmd":["sleep","30"]}}"#,
+    ));
+    p.wait_running("long");
+    let run = p.run_dir();
+    let run = run.to_str().unwrap();
+    // The container root is mounted, but only in the pod's own namespace.
+    let ours = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !ours.contains(run),
+        "pod mounts leaked into the host:\n{ours}"
+    );
+    let theirs = std::fs::read_to_string(format!("/proc/{}/mountinfo", p.pid())).unwrap();
+    assert!(theirs.contains(run), "no container root mounted:\n{theirs}");
+    // Even killed outright, the pod leaves no mount behind.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &p.pid().to_string()])
+        .status();
+    let _ = p.wait(Duration::from_secs(10));
+    let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!after.contains(run), "{after}");
+}

@@ -137,6 +137,16 @@ impl HostPod {
     }
 
     /// Polls `docker inspect` until the container runs.
+    /// The pod process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The pod's run directory (container roots are mounted below it).
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("run")
+    }
+
     pub fn wait_running(&self, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while text(&self.docker(&["inspect", "-f", "{{.State.Running}}", name])).trim() != "true" {
