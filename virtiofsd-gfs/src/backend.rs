@@ -16,7 +16,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::fs::passthrough::PassthroughFs;
+use crate::fs::FileSystem;
 use crate::fuse::Server;
 use crate::queue::{serve_chain, Descs};
 
@@ -50,15 +50,22 @@ pub struct DeviceConfig {
 
 /// The backend for one frontend connection; the [`Server`] (and so the
 /// FUSE session) outlives connections.
-#[derive(Clone)]
-pub struct FsBackend {
-    inner: Arc<Inner>,
+pub struct FsBackend<F> {
+    inner: Arc<Inner<F>>,
+}
+
+impl<F> Clone for FsBackend<F> {
+    fn clone(&self) -> Self {
+        FsBackend {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
-struct Inner {
-    server: Arc<Server<PassthroughFs>>,
+struct Inner<F> {
+    server: Arc<Server<F>>,
     dev: DeviceConfig,
     mem: Mem,
     event_idx: AtomicBool,
@@ -67,13 +74,9 @@ struct Inner {
     in_flight: Arc<Vec<AtomicUsize>>,
 }
 
-impl FsBackend {
+impl<F: FileSystem + 'static> FsBackend<F> {
     /// A backend around `server` for a connection whose memory is `mem`.
-    pub fn new(
-        server: Arc<Server<PassthroughFs>>,
-        dev: DeviceConfig,
-        mem: Mem,
-    ) -> std::io::Result<Self> {
+    pub fn new(server: Arc<Server<F>>, dev: DeviceConfig, mem: Mem) -> std::io::Result<Self> {
         let queues = usize::from(dev.request_queues) + 1;
         let exit = (0..queues)
             .map(|_| new_event_consumer_and_notifier(EventFlag::CLOEXEC | EventFlag::NONBLOCK))
@@ -201,20 +204,18 @@ impl FsBackend {
     }
 }
 
-fn serve(
+fn serve<F: FileSystem>(
     mem: &GuestMemoryMmap<()>,
     descs: &Descs,
-    server: &Server<PassthroughFs>,
+    server: &Server<F>,
     q: usize,
 ) -> u32 {
-    match serve_chain(mem, descs, server) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::debug!(queue = q, error = %e, "refused descriptor chain");
-            server.counters.malformed.fetch_add(1, Ordering::Relaxed);
-            0
-        }
+    let (n, res) = serve_chain(mem, descs, server);
+    if let Err(e) = res {
+        tracing::debug!(queue = q, error = %e, "refused descriptor chain");
+        server.counters.malformed.fetch_add(1, Ordering::Relaxed);
     }
+    n
 }
 
 fn notify(vring: &Vring) {
@@ -244,7 +245,7 @@ fn spawn_pool(n: usize) -> std::io::Result<mpsc::Sender<Job>> {
     Ok(tx)
 }
 
-impl VhostUserBackend for FsBackend {
+impl<F: FileSystem + 'static> VhostUserBackend for FsBackend<F> {
     type Bitmap = ();
     type Vring = Vring;
 
@@ -319,7 +320,7 @@ impl VhostUserBackend for FsBackend {
     }
 }
 
-impl cradle_devices::daemon::DaemonBackend for FsBackend {
+impl<F: FileSystem + 'static> cradle_devices::daemon::DaemonBackend for FsBackend<F> {
     fn detach(&self) {
         if !self.wait_idle(None, STOP_TIMEOUT) {
             tracing::warn!("pool requests still in flight after disconnect");

@@ -20,12 +20,12 @@ use cradle_devices::daemon::{self, DaemonError};
 use vhost::vhost_user::Listener;
 
 use crate::backend::{DeviceConfig, FsBackend};
-use crate::fs::passthrough::PassthroughFs;
+use crate::fs::FileSystem;
 use crate::fuse::Server;
 
 /// Serves `server` on `listener`, one frontend after the other, forever.
-pub fn serve(
-    server: Arc<Server<PassthroughFs>>,
+pub fn serve<F: FileSystem + 'static>(
+    server: Arc<Server<F>>,
     dev: DeviceConfig,
     listener: &mut Listener,
 ) -> Result<(), DaemonError> {
@@ -33,6 +33,60 @@ pub fn serve(
         FsBackend::new(server.clone(), dev.clone(), mem)
     })
 }
+
+/// Syscalls the passthrough backend makes once serving, on top of
+/// [`cradle_devices::daemon::seccomp::BASE`].
+pub const SYSCALLS: &[i64] = &[
+    libc::SYS_openat,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_readlinkat,
+    libc::SYS_symlinkat,
+    libc::SYS_mknodat,
+    libc::SYS_mkdirat,
+    libc::SYS_unlinkat,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_linkat,
+    libc::SYS_fchmodat,
+    libc::SYS_fchownat,
+    libc::SYS_utimensat,
+    libc::SYS_ftruncate,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_fsync,
+    libc::SYS_fdatasync,
+    libc::SYS_fstatfs,
+    libc::SYS_fsetxattr,
+    libc::SYS_fgetxattr,
+    libc::SYS_flistxattr,
+    libc::SYS_fremovexattr,
+    libc::SYS_getdents64,
+    libc::SYS_fallocate,
+    libc::SYS_copy_file_range,
+    libc::SYS_syncfs,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_geteuid,
+];
+
+/// Capabilities the passthrough backend keeps after the sandbox: it acts
+/// on files for guest users (ownership, permission bits, device nodes, the
+/// caller's fsuid/fsgid for creates). `CAP_DAC_READ_SEARCH` is added when
+/// inodes are file handles (`open_by_handle_at`).
+pub const CAPABILITIES: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    27, // CAP_MKNOD
+    31, // CAP_SETFCAP
+];
+
+/// `CAP_DAC_READ_SEARCH`.
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
 
 /// `--print-capabilities` output.
 pub fn print_capabilities() {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cradle_devices::daemon::{self, notify, signals};
+use cradle_devices::daemon::{self, notify, sandbox, seccomp, signals};
 use virtiofsd_gfs::config::{set_rlimit_nofile, Cli, Config};
 use virtiofsd_gfs::fs::passthrough::PassthroughFs;
 use virtiofsd_gfs::fuse::Server;
@@ -36,8 +36,24 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     let nofile = set_rlimit_nofile(cfg.rlimit_nofile).context("setting RLIMIT_NOFILE")?;
     let fs = PassthroughFs::new(cfg.fs.clone())
         .with_context(|| format!("opening {}", cfg.fs.root.display()))?;
+    let mut caps = virtiofsd_gfs::CAPABILITIES.to_vec();
+    if fs.uses_file_handles() {
+        caps.push(virtiofsd_gfs::CAP_DAC_READ_SEARCH);
+    }
     let server = Arc::new(Server::new(fs, cfg.server));
     let (mut listener, socket) = daemon::listen(&cfg.common)?;
+    notify::init().context("connecting to NOTIFY_SOCKET")?;
+    // Everything served is reachable through descriptors opened above
+    // (the tree, /proc/self/fd): the sandbox's root holds nothing.
+    sandbox::enter(cfg.common.sandbox, &[])?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        sandbox::drop_capabilities_except(&caps)?;
+    } else {
+        // Unprivileged: nothing to act on behalf of others with anyway.
+        sandbox::drop_capabilities()?;
+    }
+    seccomp::apply(cfg.common.seccomp, virtiofsd_gfs::SYSCALLS)?;
     let drain = server.clone();
     signals::on_terminate(move || {
         if !drain.drain(signals::DRAIN_TIMEOUT) {

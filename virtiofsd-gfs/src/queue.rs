@@ -78,33 +78,38 @@ fn error_reply(unique: u64, errno: i32) -> Vec<u8> {
     out
 }
 
-/// Serves one chain; returns the used length to report.
+/// Serves one chain; returns the used length to report and, for a chain
+/// the guest built wrongly, why (it still got an error reply if it left
+/// room for one).
 pub fn serve_chain<M: GuestMemory, F: FileSystem>(
     mem: &M,
     descs: &Descs,
     server: &Server<F>,
-) -> Result<u32, ChainError> {
+) -> (u32, Result<(), ChainError>) {
     let (req, writable) = match gather(mem, descs) {
         Ok(x) => x,
         Err(e) => {
             // Answer what we can so the guest request does not hang.
-            let _ = scatter(mem, descs, &error_reply(0, libc::EINVAL));
-            return Err(e);
+            let n = scatter(mem, descs, &error_reply(0, libc::EINVAL)).unwrap_or(0);
+            return (n, Err(e));
         }
     };
     let Some(mut reply) = server.handle(&req) else {
-        return Ok(0);
+        return (0, Ok(()));
     };
     if reply.len() > writable {
-        // The guest did not leave room for the answer: say so if even the
+        // The guest did not leave room for the answer: say so; if even the
         // header does not fit, say nothing.
         let unique = abi::OutHeader::decode(&reply).unique;
         reply = error_reply(unique, libc::ERANGE);
         if reply.len() > writable {
-            return Ok(0);
+            return (0, Ok(()));
         }
     }
-    scatter(mem, descs, &reply)
+    match scatter(mem, descs, &reply) {
+        Ok(n) => (n, Ok(())),
+        Err(e) => (0, Err(e)),
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +159,8 @@ mod tests {
             (GuestAddress(0x4000), 64, true),
             (GuestAddress(0x5000), 4096, true),
         ];
-        let n = serve_chain(&mem, &descs, &s).unwrap();
+        let (n, ok) = serve_chain(&mem, &descs, &s);
+        assert_eq!(ok, Ok(()));
         assert_eq!(n, 16 + 128);
         let mut out = vec![0u8; n as usize];
         mem.read_slice(&mut out[..16], GuestAddress(0x3000))
@@ -178,32 +184,41 @@ mod tests {
             (GuestAddress(0xffff_0000), 64, false),
             (GuestAddress(0x3000), 64, true),
         ];
-        assert_eq!(serve_chain(&mem, &bad, &s), Err(ChainError::BadAddress));
+        assert_eq!(
+            serve_chain(&mem, &bad, &s),
+            (16, Err(ChainError::BadAddress))
+        );
         let mut hdr = [0u8; 16];
         mem.read_slice(&mut hdr, GuestAddress(0x3000)).unwrap();
         assert_eq!(abi::OutHeader::decode(&hdr).error, -libc::EINVAL);
         // Crossing the end of guest memory.
         let cross = vec![(GuestAddress(0x10ff0), 64, false)];
-        assert_eq!(serve_chain(&mem, &cross, &s), Err(ChainError::BadAddress));
+        assert_eq!(
+            serve_chain(&mem, &cross, &s),
+            (0, Err(ChainError::BadAddress))
+        );
         // Readable after writable.
         let order = vec![(GuestAddress(0x3000), 64, true), r];
-        assert_eq!(serve_chain(&mem, &order, &s), Err(ChainError::Order));
+        assert_eq!(serve_chain(&mem, &order, &s), (16, Err(ChainError::Order)));
         // Oversized.
         let big = vec![(GuestAddress(0x1000), u32::MAX, false)];
-        assert_eq!(serve_chain(&mem, &big, &s), Err(ChainError::TooLarge));
+        assert_eq!(serve_chain(&mem, &big, &s), (0, Err(ChainError::TooLarge)));
         // Reply space too small for the entry: ERANGE header.
         let small = vec![r, (GuestAddress(0x3000), 20, true)];
-        assert_eq!(serve_chain(&mem, &small, &s), Ok(16));
+        assert_eq!(serve_chain(&mem, &small, &s), (16, Ok(())));
         mem.read_slice(&mut hdr, GuestAddress(0x3000)).unwrap();
         assert_eq!(abi::OutHeader::decode(&hdr).error, -libc::ERANGE);
         // No room at all: used length 0. Writable outside memory: error.
-        assert_eq!(serve_chain(&mem, &vec![r], &s), Ok(0));
+        assert_eq!(serve_chain(&mem, &vec![r], &s), (0, Ok(())));
         let wbad = vec![r, (GuestAddress(0xffff_0000), 4096, true)];
-        assert_eq!(serve_chain(&mem, &wbad, &s), Err(ChainError::BadAddress));
+        assert_eq!(
+            serve_chain(&mem, &wbad, &s),
+            (0, Err(ChainError::BadAddress))
+        );
         // Nothing readable at all.
         assert_eq!(
             serve_chain(&mem, &vec![(GuestAddress(0x3000), 64, true)], &s),
-            Ok(16)
+            (16, Ok(()))
         );
     }
 }

@@ -191,6 +191,14 @@ fn chroot_empty() -> Result<(), DaemonError> {
 /// Sets `no_new_privs` and drops every capability (bounding, effective,
 /// permitted, inheritable, ambient). Call after [`enter`].
 pub fn drop_capabilities() -> Result<(), DaemonError> {
+    drop_capabilities_except(&[])
+}
+
+/// Like [`drop_capabilities`], but keeps the capabilities numbered in
+/// `keep` (`CAP_*` values, below 64) in the bounding, permitted and
+/// effective sets: for daemons that act on files on behalf of their guests
+/// (a filesystem daemon needs `CAP_CHOWN`, `CAP_DAC_OVERRIDE`, ...).
+pub fn drop_capabilities_except(keep: &[u32]) -> Result<(), DaemonError> {
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     check(r, "no_new_privs")?;
@@ -204,7 +212,14 @@ pub fn drop_capabilities() -> Result<(), DaemonError> {
             0,
         )
     };
-    for cap in 0..64 {
+    let mut mask = 0u64;
+    for &cap in keep {
+        mask |= 1u64.checked_shl(cap).unwrap_or(0);
+    }
+    for cap in 0..64u32 {
+        if mask & (1u64 << cap) != 0 {
+            continue;
+        }
         // SAFETY: as above; EINVAL past the last capability is expected.
         unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
     }
@@ -225,11 +240,12 @@ pub fn drop_capabilities() -> Result<(), DaemonError> {
         version: VERSION_3,
         pid: 0,
     };
-    let d = [Data {
-        effective: 0,
-        permitted: 0,
+    let part = |word: u32| Data {
+        effective: word,
+        permitted: word,
         inheritable: 0,
-    }; 2];
+    };
+    let d = [part(mask as u32), part((mask >> 32) as u32)];
     // SAFETY: capset reads one header and two data structs, laid out as
     // the kernel's _LINUX_CAPABILITY_VERSION_3 ABI.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) };

@@ -109,7 +109,10 @@ where
             .map_err(|e| DaemonError::VhostUser(e.to_string()))?;
         tracing::info!("frontend connected");
         match daemon.wait() {
-            Ok(()) => tracing::info!("frontend disconnected"),
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+            )) => tracing::info!("frontend disconnected"),
             Err(e) => tracing::warn!(error = %e, "frontend connection ended with an error"),
         }
         backend.detach();

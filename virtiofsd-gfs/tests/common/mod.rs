@@ -4,6 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cradle_devices::driver::{Buffer, Driver, DriverConfig, VirtQueue};
+use virtiofsd_gfs::fuse::client::Client;
+use vm_memory::GuestAddress;
 
 use cradle_testbed::peers::wait_for_socket;
 
@@ -52,7 +57,8 @@ pub fn reference_virtiofsd() -> PathBuf {
     installed
 }
 
-/// Starts `which` serving `dir` on `socket` with `cache` and extra flags.
+/// Starts `which` serving `dir` on `socket` with `cache` and extra flags;
+/// both daemons run with their default sandbox and seccomp filter.
 pub fn start(which: Which, dir: &Path, socket: &Path, cache: &str, extra: &[&str]) -> Daemon {
     let mut cmd = match which {
         Which::Ours => {
@@ -68,7 +74,7 @@ pub fn start(which: Which, dir: &Path, socket: &Path, cache: &str, extra: &[&str
     };
     cmd.arg("--shared-dir")
         .arg(dir)
-        .args(["--cache", cache, "--sandbox", "none", "--seccomp", "none"])
+        .args(["--cache", cache])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -79,4 +85,68 @@ pub fn start(which: Which, dir: &Path, socket: &Path, cache: &str, extra: &[&str
         child,
         socket: socket.to_path_buf(),
     }
+}
+
+/// Reply buffer size (the largest READ).
+pub const REPLY: u32 = 1 << 20;
+/// How long a request may take over a virtqueue.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn connect(sock: &Path, queues: u16) -> (Driver, Vec<VirtQueue>) {
+    let mut drv = Driver::connect(
+        sock,
+        DriverConfig {
+            num_queues: queues,
+            queue_size: 64,
+            memory_bytes: 32 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let qs = drv.take_queues();
+    (drv, qs)
+}
+
+/// One queue as a FUSE transport: request buffer + reply buffer.
+pub struct Chan {
+    /// The queue.
+    pub q: VirtQueue,
+    /// Request buffer.
+    pub req: GuestAddress,
+    /// Reply buffer.
+    pub rep: GuestAddress,
+}
+
+impl Chan {
+    pub fn new(q: VirtQueue) -> Self {
+        let req = q.memory().alloc(REPLY as u64 + 8192, 4096).unwrap();
+        let rep = q.memory().alloc(REPLY as u64, 4096).unwrap();
+        Chan { q, req, rep }
+    }
+
+    /// Submits `bufs` as one chain; returns the used length.
+    pub fn chain(&mut self, bufs: &[Buffer]) -> u32 {
+        let head = self.q.add_chain(bufs).unwrap();
+        self.q.kick().unwrap();
+        self.q
+            .wait_head(head, TIMEOUT, &mut Vec::new())
+            .unwrap()
+            .len
+    }
+
+    /// Sends a request; the reply if the device wrote one.
+    pub fn send(&mut self, req: &[u8]) -> Option<Vec<u8>> {
+        self.q.write(self.req, req).unwrap();
+        let n = self.chain(&[
+            Buffer::readable(self.req, req.len() as u32),
+            Buffer::writable(self.rep, REPLY),
+        ]);
+        (n > 0).then(|| self.q.read(self.rep, n as usize).unwrap())
+    }
+}
+
+pub fn client(chan: &mut Chan) -> Client<impl FnMut(&[u8]) -> Option<Vec<u8>> + '_> {
+    let mut c = Client::new(move |r: &[u8]| chan.send(r));
+    c.init(37, 0xffff_ffff).unwrap();
+    c
 }

@@ -147,6 +147,12 @@ impl PassthroughFs {
         })
     }
 
+    /// Whether inodes are kept as file handles (after the `prefer`
+    /// fallback was decided).
+    pub fn uses_file_handles(&self) -> bool {
+        self.cfg.file_handles != FileHandles::Never
+    }
+
     /// Inodes currently held by the guest (root included).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
