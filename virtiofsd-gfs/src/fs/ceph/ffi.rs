@@ -77,7 +77,6 @@ pub const CEPH_SETATTR_SIZE: c_int = 1 << 5;
 #[link(name = "cephfs")]
 extern "C" {
     pub fn ceph_create(cmount: *mut *mut ceph_mount_info, id: *const c_char) -> c_int;
-    pub fn ceph_conf_read_file(cmount: *mut ceph_mount_info, path: *const c_char) -> c_int;
     pub fn ceph_conf_set(
         cmount: *mut ceph_mount_info,
         option: *const c_char,

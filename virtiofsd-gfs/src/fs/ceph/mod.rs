@@ -11,6 +11,7 @@
 //! client was mounted at and is never forgotten; since the FUSE layer
 //! refuses `..` and names with `/`, nothing above it is reachable.
 
+pub mod conf;
 mod ffi;
 mod inode;
 mod ops;
@@ -106,6 +107,19 @@ pub enum MountError {
     },
 }
 
+/// A client's settings with every file already read (before the sandbox).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    cfg: Config,
+    options: Vec<(String, String)>,
+}
+
+/// Reads `--ceph-conf` and the keyring (see [`conf::load`]).
+pub fn prepare(cfg: Config) -> Result<Prepared, MountError> {
+    let options = conf::load(cfg.conf.as_deref(), cfg.keyring.as_deref(), &cfg.id)?;
+    Ok(Prepared { cfg, options })
+}
+
 /// One mounted libcephfs client. Shared by every inode and handle
 /// reference so that it is unmounted only after all of them are gone.
 pub(crate) struct Mount(*mut ffi::ceph_mount_info);
@@ -190,9 +204,17 @@ impl std::fmt::Debug for CephFs {
 }
 
 impl CephFs {
-    /// Creates a client, reads the configuration and mounts `cfg.root`.
-    /// Gives up after `cfg.mount_timeout` if the cluster does not answer.
+    /// Reads the configuration files and connects: [`prepare`] then
+    /// [`CephFs::connect`].
     pub fn new(cfg: Config) -> Result<Self, MountError> {
+        Self::connect(prepare(cfg)?)
+    }
+
+    /// Creates the client and mounts `cfg.root`, with no file access (the
+    /// options were read by [`prepare`]). Gives up after
+    /// `cfg.mount_timeout` if the cluster does not answer.
+    pub fn connect(p: Prepared) -> Result<Self, MountError> {
+        let Prepared { cfg, options } = p;
         let id = CString::new(cfg.id.as_str()).map_err(|_| MountError::Setup {
             what: "client id".into(),
             source: einval(),
@@ -206,29 +228,14 @@ impl CephFs {
             }
         })?;
         let mnt = Arc::new(Mount(raw));
-        let conf = cfg.conf.as_ref().map(|p| p.to_string_lossy().into_owned());
-        let c = CString::new(conf.clone().unwrap_or_default()).map_err(|_| MountError::Setup {
-            what: "--ceph-conf".into(),
-            source: einval(),
-        })?;
-        // SAFETY: valid mount; a null path means the default search list.
-        let r = unsafe {
-            ffi::ceph_conf_read_file(
-                mnt.ptr(),
-                if conf.is_some() {
-                    c.as_ptr()
-                } else {
-                    ptr::null()
-                },
-            )
-        };
-        ffi::check(r).map_err(|source| MountError::Setup {
-            what: format!("reading {}", conf.as_deref().unwrap_or("ceph.conf")),
-            source,
-        })?;
-        if let Some(k) = &cfg.keyring {
-            mnt.set("keyring", &k.to_string_lossy())?;
+        for (k, v) in &options {
+            if let Err(e) = mnt.set(k, v) {
+                // Options of other Ceph versions or daemons: not ours.
+                tracing::debug!(option = %k, error = %e, "ceph option ignored");
+            }
         }
+        // No file exists in the sandbox: no log file, no admin socket.
+        mnt.set("admin_socket", "")?;
         let secs = cfg.mount_timeout.as_secs().max(1);
         mnt.set("client_mount_timeout", &secs.to_string())?;
         mnt.set("rados_mon_op_timeout", &secs.to_string())?;
@@ -236,7 +243,6 @@ impl CephFs {
             "rados_osd_op_timeout",
             &cfg.osd_timeout.as_secs().max(1).to_string(),
         )?;
-        // The daemon's stderr is for its own log; libcephfs logs nowhere.
         mnt.set("log_file", "")?;
         mnt.set("log_to_stderr", "false")?;
         let mount_err = |source| MountError::Mount {
