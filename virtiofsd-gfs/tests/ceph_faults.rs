@@ -1,0 +1,134 @@
+//! Faults of the Ceph cluster under the native backend, in process: an
+//! OSD unresponsive past the client's timeout makes I/O fail with EIO
+//! instead of hanging, and the same daemon serves again once the OSD is
+//! back. The OSD is frozen (SIGSTOP) rather than killed: the fixture's
+//! memstore OSD would come back empty after a kill.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cradle_testbed::ceph::CephCluster;
+use virtiofsd_gfs::fs::ceph::{self, CephFs};
+use virtiofsd_gfs::fuse::abi::{self, opcode as op};
+use virtiofsd_gfs::fuse::client::{body, Client};
+use virtiofsd_gfs::fuse::{Server, ServerConfig};
+
+/// The pid of this cluster's OSD (the process started with its conf).
+fn osd_pid(cluster: &CephCluster) -> i32 {
+    let conf = cluster.conf();
+    let conf = conf.as_os_str().as_encoded_bytes();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        if args.first().is_some_and(|a| a.ends_with(b"ceph-osd")) && args.contains(&conf) {
+            return pid;
+        }
+    }
+    panic!("no ceph-osd for this cluster");
+}
+
+/// Frozen while alive; thawed on drop (also when the test fails).
+struct Frozen(i32);
+
+impl Frozen {
+    fn new(pid: i32) -> Frozen {
+        // SAFETY: a signal to a process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// Runs `f` on another thread; fails the test if it takes over `limit`.
+fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still blocked after {limit:?}"))
+}
+
+#[test]
+fn ceph_osd_down_gives_eio_and_the_daemon_recovers() {
+    let cluster = CephCluster::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let mnt = cluster.mount_fuse(&t.path().join("mnt")).unwrap();
+    // Written by another client: not in our client's cache.
+    std::fs::write(mnt.path().join("cold"), vec![7u8; 1 << 20]).unwrap();
+    let mut cfg = ceph::Config::new();
+    cfg.conf = Some(cluster.conf());
+    cfg.keyring = Some(cluster.keyring());
+    cfg.fs_name = Some("cephfs".into());
+    cfg.osd_timeout = Duration::from_secs(5);
+    let s = Arc::new(Server::new(
+        CephFs::new(cfg).unwrap(),
+        ServerConfig::default(),
+    ));
+    let mut c = Client::new(|r: &[u8]| s.handle(r));
+    c.init(37, 0).unwrap();
+    let cold = c.lookup(1, b"cold").unwrap();
+    let (cfh, _) = c.open(cold.nodeid, libc::O_RDONLY as u32, false).unwrap();
+    let (w, wfh) = c.create(1, b"w", 0o644, libc::O_RDWR as u32).unwrap();
+    let fsync = body(
+        Some(abi::FsyncIn {
+            fh: wfh,
+            ..Default::default()
+        }),
+        &[],
+    );
+    c.write(w.nodeid, wfh, 0, b"before").unwrap();
+    c.call(op::FSYNC, w.nodeid, &fsync).unwrap();
+
+    let frozen = Frozen::new(osd_pid(&cluster));
+    let started = Instant::now();
+    let s2 = s.clone();
+    let fsync2 = fsync.clone();
+    let (read, sync) = bounded(Duration::from_secs(90), move || {
+        let mut c = Client::new(|r: &[u8]| s2.handle(r));
+        let read = c.read(cold.nodeid, cfh, 0, 4096).map(|_| ());
+        c.write(w.nodeid, wfh, 0, b"during").unwrap();
+        let sync = c.call(op::FSYNC, w.nodeid, &fsync2).map(|_| ());
+        (read, sync)
+    });
+    assert_eq!(read, Err(libc::EIO), "read of uncached data");
+    assert_eq!(sync, Err(libc::EIO), "fsync of a write");
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    // Metadata the client holds still answers; the daemon is alive.
+    c.getattr(1).unwrap();
+
+    drop(frozen);
+    let s3 = s.clone();
+    let data = bounded(Duration::from_secs(90), move || {
+        let mut c = Client::new(|r: &[u8]| s3.handle(r));
+        let start = Instant::now();
+        loop {
+            match c.read(cold.nodeid, cfh, 0, 4096) {
+                Ok(d) => break d,
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(60), "{e}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    });
+    assert_eq!(data, vec![7u8; 4096]);
+    c.write(w.nodeid, wfh, 0, b"after!").unwrap();
+    c.call(op::FSYNC, w.nodeid, &fsync).unwrap();
+    c.release(w.nodeid, wfh, false).unwrap();
+    c.release(cold.nodeid, cfh, false).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read(mnt.path().join("w")).unwrap(), b"after!");
+}
