@@ -19,6 +19,55 @@ fn opcodes<F: FileSystem>(s: &Server<F>, host: &std::path::Path) {
     opcodes::opcodes(&mut c, host);
 }
 
+const POLICIES: [CachePolicy; 4] = [
+    CachePolicy::Never,
+    CachePolicy::Metadata,
+    CachePolicy::Auto,
+    CachePolicy::Always,
+];
+
+/// The cache mode as the guest sees it: entry/attribute timeouts and the
+/// open flags of files and directories; the same for both backends.
+fn cache_mode<F: FileSystem>(s: &Server<F>, host: &std::path::Path, policy: CachePolicy) {
+    use virtiofsd_gfs::fuse::abi::{fopen, EntryOutHead, Wire};
+    let mut c = Client::new(|r: &[u8]| s.handle(r));
+    c.init(37, 0).unwrap();
+    std::fs::write(host.join("cached"), b"x").unwrap();
+    let e = c
+        .call(virtiofsd_gfs::fuse::abi::opcode::LOOKUP, 1, b"cached\0")
+        .unwrap();
+    let head = EntryOutHead::decode(&e);
+    let t = policy.timeout().as_secs();
+    assert_eq!((head.entry_valid, head.attr_valid), (t, t), "{policy:?}");
+    let (fh, flags) = c.open(head.nodeid, 0, false).unwrap();
+    let want = match policy {
+        CachePolicy::Never | CachePolicy::Metadata => fopen::DIRECT_IO,
+        CachePolicy::Auto => 0,
+        CachePolicy::Always => fopen::KEEP_CACHE,
+    };
+    assert_eq!(flags, want, "{policy:?}");
+    c.release(head.nodeid, fh, false).unwrap();
+    let (dh, dflags) = c.open(1, 0, true).unwrap();
+    let want = if policy == CachePolicy::Always {
+        fopen::CACHE_DIR | fopen::KEEP_CACHE
+    } else {
+        0
+    };
+    assert_eq!(dflags, want, "{policy:?}");
+    c.release(1, dh, true).unwrap();
+}
+
+#[test]
+fn cache_modes_on_passthrough() {
+    let t = tempfile::tempdir().unwrap();
+    for policy in POLICIES {
+        let mut cfg = passthrough::Config::new(t.path());
+        cfg.cache = policy;
+        let s = Server::new(PassthroughFs::new(cfg).unwrap(), ServerConfig::default());
+        cache_mode(&s, t.path(), policy);
+    }
+}
+
 #[test]
 fn opcodes_on_passthrough() {
     let t = tempfile::tempdir().unwrap();
@@ -29,8 +78,8 @@ fn opcodes_on_passthrough() {
     opcodes(&s, t.path());
 }
 
-/// The native backend rooted at `/vm1` of a real cluster.
-fn native(cluster: &CephCluster, root: &str) -> CephFs {
+/// The native backend rooted at `root` of a real cluster.
+fn native(cluster: &CephCluster, root: &str, cache: CachePolicy) -> CephFs {
     let mut cfg = ceph::Config::new();
     cfg.conf = Some(cluster.conf());
     cfg.keyring = Some(cluster.keyring());
@@ -38,6 +87,7 @@ fn native(cluster: &CephCluster, root: &str) -> CephFs {
     cfg.fs_name = Some("cephfs".into());
     cfg.root = root.into();
     cfg.xattr = true;
+    cfg.cache = cache;
     CephFs::new(cfg).unwrap()
 }
 
@@ -48,7 +98,7 @@ fn ceph_opcodes_on_native() {
     let mnt = cluster.mount_fuse(&t.path().join("mnt")).unwrap();
     std::fs::create_dir(mnt.path().join("vm1")).unwrap();
     std::fs::write(mnt.path().join("outside"), b"not for vm1").unwrap();
-    let fs = native(&cluster, "/vm1");
+    let fs = native(&cluster, "/vm1", CachePolicy::Auto);
     let s = Server::new(fs, ServerConfig::default());
     opcodes(&s, &mnt.path().join("vm1"));
     // --ceph-root: nothing above the subtree is reachable.
@@ -59,4 +109,9 @@ fn ceph_opcodes_on_native() {
     assert_eq!(s.fs().handle_count(), 0);
     // A new INIT dropped every inode but the root.
     assert_eq!(s.fs().inode_count(), 1);
+    // The cache modes, each a client of its own.
+    for policy in POLICIES {
+        let s = Server::new(native(&cluster, "/vm1", policy), ServerConfig::default());
+        cache_mode(&s, &mnt.path().join("vm1"), policy);
+    }
 }
