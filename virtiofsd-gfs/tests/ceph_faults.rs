@@ -70,7 +70,14 @@ fn ceph_osd_down_gives_eio_and_the_daemon_recovers() {
     let t = tempfile::tempdir().unwrap();
     let mnt = cluster.mount_fuse(&t.path().join("mnt")).unwrap();
     // Written by another client: not in our client's cache.
-    std::fs::write(mnt.path().join("cold"), vec![7u8; 1 << 20]).unwrap();
+    // Synced, so that the data is on the OSD and the size on the MDS (a
+    // size still buffered in ceph-fuse would make our read an empty EOF).
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mnt.path().join("cold")).unwrap();
+        f.write_all(&vec![7u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+    }
     let mut cfg = ceph::Config::new();
     cfg.conf = Some(cluster.conf());
     cfg.keyring = Some(cluster.keyring());
@@ -83,6 +90,7 @@ fn ceph_osd_down_gives_eio_and_the_daemon_recovers() {
     let mut c = Client::new(|r: &[u8]| s.handle(r));
     c.init(37, 0).unwrap();
     let cold = c.lookup(1, b"cold").unwrap();
+    assert_eq!(cold.attr.size, 1 << 20);
     let (cfh, _) = c.open(cold.nodeid, libc::O_RDONLY as u32, false).unwrap();
     let (w, wfh) = c.create(1, b"w", 0o644, libc::O_RDWR as u32).unwrap();
     let fsync = body(
