@@ -38,7 +38,14 @@ fn host_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
 /// effects checked in `host` (the same tree seen from outside the daemon).
 pub fn opcodes<T: FnMut(&[u8]) -> Option<Vec<u8>>>(c: &mut Client<T>, host: &Path) {
     // A file the host made, read through the backend.
-    std::fs::write(host.join("host"), b"from the host").unwrap();
+    // Synced: another Ceph client (ceph-fuse) may otherwise still hold
+    // the data and the new size in its buffers.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(host.join("host")).unwrap();
+        f.write_all(b"from the host").unwrap();
+        f.sync_all().unwrap();
+    }
     let h = c.lookup(1, b"host").unwrap();
     assert_eq!(h.attr.size, 13);
     let (fh, _) = c.open(h.nodeid, libc::O_RDONLY as u32, false).unwrap();
