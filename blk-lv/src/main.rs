@@ -9,7 +9,7 @@ use blk_lv::device::Device;
 use cradle_devices::daemon::{self, notify, sandbox, seccomp, signals};
 
 fn main() -> ExitCode {
-    daemon::main::<Cli, _>(blk_lv::print_capabilities, run)
+    daemon::main::<Cli, _, _>(blk_lv::print_capabilities, run)
 }
 
 fn run(cfg: blk_lv::config::Config) -> anyhow::Result<()> {

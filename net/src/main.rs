@@ -9,7 +9,7 @@ use net_tap::config::Cli;
 use net_tap::device::Device;
 
 fn main() -> ExitCode {
-    daemon::main::<Cli, _>(net_tap::print_capabilities, run)
+    daemon::main::<Cli, _, _>(net_tap::print_capabilities, run)
 }
 
 fn run(cfg: net_tap::config::Config) -> anyhow::Result<()> {

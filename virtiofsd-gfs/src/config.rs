@@ -2,11 +2,13 @@
 //! also has mean the same thing here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use cradle_devices::daemon::{CommonArgs, DaemonCli};
 
 use crate::backend::{DeviceConfig, TAG_LEN};
+use crate::fs::ceph;
 use crate::fs::passthrough::{self, FileHandles};
 use crate::fs::CachePolicy;
 use crate::fuse::ServerConfig;
@@ -33,6 +35,24 @@ pub enum HandlesArg {
     Prefer,
     /// File handles only.
     Mandatory,
+}
+
+/// `--backend`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendArg {
+    /// A host directory tree (`--shared-dir`).
+    Passthrough,
+    /// A CephFS filesystem through libcephfs (`--ceph-*`), no mount.
+    Cephfs,
+}
+
+/// Which filesystem is served.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `--shared-dir` (settings in [`Config::fs`]).
+    Passthrough,
+    /// Native CephFS.
+    Cephfs(ceph::Config),
 }
 
 /// `virtiofsd-gfs`: vhost-user-fs daemon serving a directory tree to VMs.
@@ -70,6 +90,28 @@ pub struct Cli {
     /// Open-file limit to set (default: the hard limit).
     #[arg(long, value_name = "N")]
     pub rlimit_nofile: Option<u64>,
+    /// What to serve: a directory tree or CephFS directly.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = BackendArg::Passthrough)]
+    pub backend: BackendArg,
+    /// cephfs: ceph.conf to read (default /etc/ceph/ceph.conf).
+    #[arg(long, value_name = "FILE")]
+    pub ceph_conf: Option<PathBuf>,
+    /// cephfs: client name without `client.`.
+    #[arg(long, value_name = "NAME", default_value = "admin")]
+    pub ceph_id: String,
+    /// cephfs: keyring holding the client's key (default: the conf's).
+    #[arg(long, value_name = "FILE")]
+    pub ceph_keyring: Option<PathBuf>,
+    /// cephfs: filesystem name (default: the cluster's default).
+    #[arg(long, value_name = "NAME")]
+    pub ceph_fs: Option<String>,
+    /// cephfs: the subtree this VM sees as its root.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub ceph_root: String,
+    /// cephfs: how long to wait for the cluster at start, and for an OSD
+    /// before I/O fails with EIO.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ceph_timeout: u64,
 }
 
 /// Validated configuration.
@@ -85,6 +127,8 @@ pub struct Config {
     pub device: DeviceConfig,
     /// RLIMIT_NOFILE to set, if any.
     pub rlimit_nofile: Option<u64>,
+    /// The filesystem served.
+    pub backend: Backend,
 }
 
 impl DaemonCli for Cli {
@@ -96,9 +140,32 @@ impl DaemonCli for Cli {
 
     /// Checks what clap cannot; the error is a one-line reason.
     fn into_config(self) -> Result<Config, String> {
-        let root = self.shared_dir.ok_or("--shared-dir is required")?;
-        if !root.is_dir() {
-            return Err(format!("--shared-dir {}: not a directory", root.display()));
+        let cephfs = self.backend == BackendArg::Cephfs;
+        let root = match (cephfs, self.shared_dir) {
+            (false, None) => return Err("--shared-dir is required".into()),
+            (false, Some(root)) if !root.is_dir() => {
+                return Err(format!("--shared-dir {}: not a directory", root.display()))
+            }
+            (false, Some(root)) => root,
+            (true, Some(_)) => return Err("--shared-dir is not used with --backend cephfs".into()),
+            (true, None) => PathBuf::new(),
+        };
+        let ceph_flags = self.ceph_conf.is_some()
+            || self.ceph_keyring.is_some()
+            || self.ceph_fs.is_some()
+            || self.ceph_root != "/"
+            || self.ceph_id != "admin";
+        if !cephfs && ceph_flags {
+            return Err("--ceph-* flags need --backend cephfs".into());
+        }
+        if !self.ceph_root.starts_with('/') || self.ceph_root.contains('\0') {
+            return Err(format!(
+                "--ceph-root '{}' must be an absolute path",
+                self.ceph_root
+            ));
+        }
+        if self.ceph_id.is_empty() || self.ceph_id.contains(['\0', ' ']) {
+            return Err(format!("--ceph-id '{}' is not a client name", self.ceph_id));
         }
         if self.common.socket.is_none() && self.common.fd.is_none() {
             return Err("one of --socket or --fd is required".into());
@@ -116,6 +183,24 @@ impl DaemonCli for Cli {
             CacheArg::Metadata => CachePolicy::Metadata,
             CacheArg::Auto => CachePolicy::Auto,
             CacheArg::Always => CachePolicy::Always,
+        };
+        let backend = if cephfs {
+            let timeout = Duration::from_secs(self.ceph_timeout);
+            Backend::Cephfs(ceph::Config {
+                conf: self.ceph_conf,
+                id: self.ceph_id,
+                keyring: self.ceph_keyring,
+                fs_name: self.ceph_fs,
+                root: self.ceph_root,
+                mount_timeout: timeout,
+                osd_timeout: timeout,
+                cache,
+                writeback: self.writeback,
+                xattr: self.xattr || self.posix_acl,
+                posix_acl: self.posix_acl,
+            })
+        } else {
+            Backend::Passthrough
         };
         let fs = passthrough::Config {
             root,
@@ -143,6 +228,7 @@ impl DaemonCli for Cli {
             fs,
             device,
             rlimit_nofile: self.rlimit_nofile,
+            backend,
         })
     }
 }

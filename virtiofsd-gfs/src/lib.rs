@@ -70,6 +70,46 @@ pub const SYSCALLS: &[i64] = &[
     libc::SYS_geteuid,
 ];
 
+/// Syscalls the native CephFS backend's Ceph client makes once serving,
+/// on top of [`cradle_devices::daemon::seccomp::BASE`] (which already has
+/// threads, futexes, epoll, timers, sockets' send/recv): its messenger
+/// connects to and talks with monitors, MDSs and OSDs over TCP, and names
+/// its threads. No file syscall is needed besides `openat`, which can
+/// only fail in the sandbox's empty root (glibc and Ceph probe a few
+/// /proc and /sys files and cope with their absence).
+pub const CEPH_SYSCALLS: &[i64] = &[
+    libc::SYS_connect,
+    libc::SYS_bind,
+    libc::SYS_getsockname,
+    libc::SYS_getpeername,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_pipe2,
+    libc::SYS_openat,
+    libc::SYS_ioctl,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_uname,
+    libc::SYS_sysinfo,
+    libc::SYS_getrusage,
+    libc::SYS_sched_setaffinity,
+    libc::SYS_sched_getparam,
+    libc::SYS_sched_getscheduler,
+    libc::SYS_sched_setscheduler,
+    libc::SYS_setpriority,
+    libc::SYS_getpriority,
+    libc::SYS_pread64,
+    libc::SYS_set_tid_address,
+    libc::SYS_membarrier,
+    libc::SYS_clock_getres,
+    libc::SYS_gettimeofday,
+    libc::SYS_timer_create,
+    libc::SYS_timer_settime,
+    libc::SYS_timer_delete,
+];
+
 /// Capabilities the passthrough backend keeps after the sandbox: it acts
 /// on files for guest users (ownership, permission bits, device nodes, the
 /// caller's fsuid/fsgid for creates). `CAP_DAC_READ_SEARCH` is added when

@@ -5,15 +5,25 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cradle_devices::daemon::{self, notify, sandbox, seccomp, signals};
-use virtiofsd_gfs::config::{set_rlimit_nofile, Cli, Config};
+use virtiofsd_gfs::config::{set_rlimit_nofile, Backend, Cli, Config};
+use virtiofsd_gfs::fs::ceph::{self, CephFs};
 use virtiofsd_gfs::fs::passthrough::PassthroughFs;
+use virtiofsd_gfs::fs::FileSystem;
 use virtiofsd_gfs::fuse::Server;
 
 fn main() -> ExitCode {
-    daemon::main::<Cli, _>(virtiofsd_gfs::print_capabilities, run)
+    daemon::main::<Cli, _, _>(virtiofsd_gfs::print_capabilities, run)
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+/// Serves with the backend the flags chose.
+fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    match cfg.backend.clone() {
+        Backend::Passthrough => run_passthrough(cfg),
+        Backend::Cephfs(c) => run_cephfs(cfg, c),
+    }
+}
+
+fn run_passthrough(cfg: Config) -> anyhow::Result<ExitCode> {
     let nofile = set_rlimit_nofile(cfg.rlimit_nofile).context("setting RLIMIT_NOFILE")?;
     let fs = PassthroughFs::new(cfg.fs.clone())
         .with_context(|| format!("opening {}", cfg.fs.root.display()))?;
@@ -35,6 +45,50 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         sandbox::drop_capabilities()?;
     }
     seccomp::apply(cfg.common.seccomp, virtiofsd_gfs::SYSCALLS)?;
+    tracing::info!(
+        shared_dir = %cfg.fs.root.display(),
+        socket = ?socket,
+        nofile,
+        "serving"
+    );
+    serve(server, cfg, &mut listener)
+}
+
+/// The native backend: every file (conf, keyring) is read first, then the
+/// sandbox is entered *before* the Ceph client starts its threads, so none
+/// of them ever sees the host tree; the client only needs the network.
+fn run_cephfs(cfg: Config, ccfg: ceph::Config) -> anyhow::Result<ExitCode> {
+    let prepared = match ceph::prepare(ccfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let (mut listener, socket) = daemon::listen(&cfg.common)?;
+    notify::init().context("connecting to NOTIFY_SOCKET")?;
+    sandbox::enter(cfg.common.sandbox, &[])?;
+    // Permissions are Ceph's (the caller's uid/gid go with each call):
+    // the daemon needs no capability at all.
+    sandbox::drop_capabilities()?;
+    let fs = match CephFs::connect(prepared) {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    seccomp::apply(cfg.common.seccomp, virtiofsd_gfs::CEPH_SYSCALLS)?;
+    tracing::info!(socket = ?socket, "serving CephFS");
+    let server = Arc::new(Server::new(fs, cfg.server));
+    serve(server, cfg, &mut listener)
+}
+
+fn serve<F: FileSystem + 'static>(
+    server: Arc<Server<F>>,
+    cfg: Config,
+    listener: &mut vhost::vhost_user::Listener,
+) -> anyhow::Result<ExitCode> {
     let drain = server.clone();
     signals::on_terminate(move || {
         if !drain.drain(signals::DRAIN_TIMEOUT) {
@@ -42,16 +96,13 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         }
     })?;
     tracing::info!(
-        shared_dir = %cfg.fs.root.display(),
-        socket = ?socket,
         cache = ?cfg.fs.cache,
         readonly = cfg.server.readonly,
         request_queues = cfg.device.request_queues,
         thread_pool = cfg.device.thread_pool_size,
-        nofile,
-        "serving"
+        "ready"
     );
     notify::ready()?;
-    virtiofsd_gfs::serve(server, cfg.device, &mut listener)?;
-    Ok(())
+    virtiofsd_gfs::serve(server, cfg.device, listener)?;
+    Ok(ExitCode::SUCCESS)
 }

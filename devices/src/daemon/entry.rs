@@ -20,13 +20,34 @@ pub trait DaemonCli: Parser {
     fn into_config(self) -> Result<Self::Config, String>;
 }
 
+/// What a daemon's `run` returns when it ends without an error: `()` for
+/// exit 0, or an explicit [`ExitCode`] (e.g. 2 for a backend that refused
+/// the configuration only once it was reached).
+pub trait Outcome {
+    /// The process exit code.
+    fn exit_code(self) -> ExitCode;
+}
+
+impl Outcome for () {
+    fn exit_code(self) -> ExitCode {
+        ExitCode::SUCCESS
+    }
+}
+
+impl Outcome for ExitCode {
+    fn exit_code(self) -> ExitCode {
+        self
+    }
+}
+
 /// Runs a daemon whose command line is `C`: `capabilities` prints the
 /// `--print-capabilities` JSON; `run` serves until the daemon stops. A bad
 /// flag or configuration exits 2 with one line, a `run` error is logged as
 /// one line and exits 1.
-pub fn main<C, E>(capabilities: fn(), run: impl FnOnce(C::Config) -> Result<(), E>) -> ExitCode
+pub fn main<C, T, E>(capabilities: fn(), run: impl FnOnce(C::Config) -> Result<T, E>) -> ExitCode
 where
     C: DaemonCli,
+    T: Outcome,
     E: Display,
 {
     let cli: C = parse_or_exit();
@@ -44,7 +65,7 @@ where
     };
     init_logging(&level);
     match run(cfg) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE

@@ -19,7 +19,7 @@ pub use args::{
     init_logging, parse_from_or_exit, parse_or_exit, print_capabilities, CommonArgs, SandboxMode,
     SeccompMode,
 };
-pub use entry::{main, DaemonCli};
+pub use entry::{main, DaemonCli, Outcome};
 pub use serve::{listen, serve, DaemonBackend, ExitEvents, GuestMemory};
 
 /// Errors of the daemon skeleton.

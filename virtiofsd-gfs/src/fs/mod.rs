@@ -3,6 +3,7 @@
 //! beside [`passthrough::PassthroughFs`]. Every method defaults to
 //! `ENOSYS`, which the guest kernel remembers and stops asking for.
 
+pub mod ceph;
 pub mod passthrough;
 
 use std::ffi::CStr;
