@@ -10,6 +10,10 @@ pub struct ProcStat {
     pub peak_rss_kib: u64,
     /// Current resident set size (`VmRSS`), KiB.
     pub rss_kib: u64,
+    /// Resident memory that is the process's own (`RssAnon + RssFile`),
+    /// KiB: without `RssShmem`, i.e. without the guest RAM a vhost-user
+    /// daemon maps from the VM's memfd.
+    pub private_kib: u64,
     /// User plus system CPU time, nanoseconds.
     pub cpu_ns: u64,
 }
@@ -30,6 +34,7 @@ impl ProcStat {
         Some(ProcStat {
             peak_rss_kib: kib("VmHWM:")?,
             rss_kib: kib("VmRSS:")?,
+            private_kib: kib("RssAnon:")? + kib("RssFile:")?,
             cpu_ns: cpu_ns_from_stat(&stat)?,
         })
     }
@@ -66,6 +71,7 @@ mod tests {
     fn reads_this_process() {
         let before = ProcStat::read(std::process::id()).unwrap();
         assert!(before.peak_rss_kib >= before.rss_kib && before.rss_kib > 0);
+        assert!(before.private_kib <= before.rss_kib && before.private_kib > 0);
         // Burn a little CPU; CPU time never goes down.
         let mut x = 0u64;
         for i in 0..20_000_000u64 {

@@ -64,8 +64,13 @@ pub struct Measurement {
     pub clat_p50_ns: Option<u64>,
     /// 99th percentile completion latency, ns.
     pub clat_p99_ns: Option<u64>,
-    /// Daemon peak RSS after the run, KiB.
+    /// Daemon peak RSS after the run, KiB. Includes guest-RAM pages the
+    /// daemon touched through the VM's shared memfd.
     pub daemon_peak_rss_kib: Option<u64>,
+    /// Daemon's own resident memory after the run (RssAnon + RssFile), KiB:
+    /// what the daemon costs beyond the guest's RAM.
+    #[serde(default)]
+    pub daemon_private_rss_kib: Option<u64>,
     /// Daemon CPU time per I/O during the run, ns.
     pub daemon_cpu_ns_per_io: Option<f64>,
     /// fio's JSON as produced, relative to the output directory.
@@ -99,6 +104,7 @@ impl Measurement {
             clat_p50_ns: main.and_then(|d| d.clat_ns.percentile(50.0)),
             clat_p99_ns: main.and_then(|d| d.clat_ns.percentile(99.0)),
             daemon_peak_rss_kib: None,
+            daemon_private_rss_kib: None,
             daemon_cpu_ns_per_io: None,
             fio_json,
         }

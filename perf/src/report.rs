@@ -46,8 +46,11 @@ pub struct Cell {
     pub p50_ns: Option<f64>,
     /// Median daemon CPU per I/O, ns.
     pub cpu_ns_per_io: Option<f64>,
-    /// Largest daemon peak RSS, KiB.
+    /// Largest daemon peak RSS, KiB (guest RAM the daemon mapped included).
     pub peak_rss_kib: Option<u64>,
+    /// Largest daemon-own resident memory (RssAnon + RssFile), KiB.
+    #[serde(default)]
+    pub private_rss_kib: Option<u64>,
 }
 
 /// A row of the report.
@@ -118,6 +121,7 @@ pub fn summarise(measurements: &[Measurement]) -> Summary {
                 p50_ns: median_of(ms.iter().filter_map(|m| m.clat_p50_ns.map(|v| v as f64))),
                 cpu_ns_per_io: median_of(ms.iter().filter_map(|m| m.daemon_cpu_ns_per_io)),
                 peak_rss_kib: ms.iter().filter_map(|m| m.daemon_peak_rss_kib).max(),
+                private_rss_kib: ms.iter().filter_map(|m| m.daemon_private_rss_kib).max(),
             };
             if *backend == Backend::Raw {
                 let key = (point.job.clone(), point.iodepth, point.queues);
@@ -236,18 +240,28 @@ fn targets(rows: &[Row], raw_p50: &BTreeMap<(String, u32, u32), f64>) -> Vec<Tar
         ));
     }
     for ours in [Backend::BlkLv, Backend::VirtiofsdGfs] {
-        let Some(peak) = rows
+        // The daemon's own memory: RssAnon + RssFile where recorded; else
+        // the peak in device mode, whose small memfd barely counts (in
+        // guest mode the peak includes the guest RAM the daemon mapped).
+        let own = rows
             .iter()
+            .filter_map(|r| r.cells.get(&ours).and_then(|c| c.private_rss_kib))
+            .max();
+        let device_peak = rows
+            .iter()
+            .filter(|r| r.point.mode == Mode::Device)
             .filter_map(|r| r.cells.get(&ours).and_then(|c| c.peak_rss_kib))
-            .max()
-        else {
-            continue;
+            .max();
+        let (what, kib) = match (own, device_peak) {
+            (Some(k), _) => ("own resident memory (RssAnon+RssFile)", k),
+            (None, Some(k)) => ("peak RSS in device mode", k),
+            (None, None) => continue,
         };
         out.push(TargetCheck {
-            what: format!("{} peak RSS under load", ours.name()),
+            what: format!("{} {what} under load", ours.name()),
             goal: "<= 10 MiB".into(),
-            measured: format!("{:.1} MiB", peak as f64 / 1024.0),
-            met: Some(peak <= 10 * 1024),
+            measured: format!("{:.1} MiB", kib as f64 / 1024.0),
+            met: Some(kib <= 10 * 1024),
         });
     }
     out
@@ -334,13 +348,13 @@ pub fn markdown(log: &RunLog, summary: &Summary) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## Daemon resources (device and guest modes)\n\n| job | QD x queues | mode | backend | p50 latency | CPU per I/O | peak RSS |\n|---|---|---|---|---:|---:|---:|"
+        "\n## Daemon resources (device and guest modes)\n\nPeak RSS counts the guest-RAM pages a daemon maps from the VM's memfd (large in guest mode); own memory is RssAnon+RssFile, the daemon's cost beyond the guest.\n\n| job | QD x queues | mode | backend | p50 latency | CPU per I/O | peak RSS | own memory |\n|---|---|---|---|---:|---:|---:|---:|"
     );
     for row in &summary.rows {
         for (b, c) in &row.cells {
             let _ = writeln!(
                 md,
-                "| {} | {} x {} | {} | {} | {} | {} | {} |",
+                "| {} | {} x {} | {} | {} | {} | {} | {} | {} |",
                 row.point.job,
                 row.point.iodepth,
                 row.point.queues,
@@ -353,6 +367,9 @@ pub fn markdown(log: &RunLog, summary: &Summary) -> String {
                     .map(|v| format!("{:.2} us", v / 1000.0))
                     .unwrap_or_else(|| "-".into()),
                 c.peak_rss_kib
+                    .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                    .unwrap_or_else(|| "-".into()),
+                c.private_rss_kib
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                     .unwrap_or_else(|| "-".into()),
             );
@@ -460,6 +477,7 @@ mod tests {
             clat_p50_ns: Some(p50),
             clat_p99_ns: Some(p50 * 2),
             daemon_peak_rss_kib: (backend != Backend::Raw).then_some(6000),
+            daemon_private_rss_kib: None,
             daemon_cpu_ns_per_io: Some(2000.0),
             fio_json: String::new(),
         }

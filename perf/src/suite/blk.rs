@@ -96,6 +96,7 @@ pub fn run_blk(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
                         m.daemon_cpu_ns_per_io =
                             (ios > 0.0).then(|| (a.cpu_ns - b.cpu_ns) as f64 / ios);
                         m.daemon_peak_rss_kib = Some(a.peak_rss_kib);
+                        m.daemon_private_rss_kib = Some(a.private_kib);
                     }
                     log.measurements.push(m);
                 }
@@ -127,7 +128,7 @@ pub fn run_blk(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
                     queues: max_queues,
                 };
                 let results = run_in_guest(device, 2, &jobs, timeout)?;
-                let peak = ProcStat::read(daemon.pid()).map(|s| s.peak_rss_kib);
+                let stat = ProcStat::read(daemon.pid());
                 for ((key, text, report), &(job, qd, q)) in results.iter().zip(&points) {
                     let rel = save(&format!("guest-{}-{key}-r{rep}", backend.name()), text)?;
                     let point = Point {
@@ -137,7 +138,8 @@ pub fn run_blk(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
                         mode: Mode::Guest,
                     };
                     let mut m = Measurement::from_report(point, backend, rep, report, rel);
-                    m.daemon_peak_rss_kib = peak;
+                    m.daemon_peak_rss_kib = stat.map(|s| s.peak_rss_kib);
+                    m.daemon_private_rss_kib = stat.map(|s| s.private_kib);
                     log.measurements.push(m);
                 }
                 drop(daemon);

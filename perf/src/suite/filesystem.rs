@@ -124,6 +124,7 @@ pub fn run_fs(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
                         rel,
                     );
                     m.daemon_peak_rss_kib = stat.map(|s| s.peak_rss_kib);
+                    m.daemon_private_rss_kib = stat.map(|s| s.private_kib);
                     log.measurements.push(m);
                 }
                 drop(daemon);
