@@ -76,6 +76,14 @@ pub enum ImageError {
         /// What went wrong.
         source: Box<ImageError>,
     },
+    /// A registry refused a request or could not be reached.
+    #[error("registry: {url}: {msg}")]
+    Registry {
+        /// The URL requested.
+        url: String,
+        /// Status line or transport error.
+        msg: String,
+    },
     /// A tar stream is corrupt.
     #[error("tar: {0}")]
     Tar(io::Error),

@@ -11,8 +11,9 @@
 //! - [`write`] makes docker-archive tarballs and OCI layouts, for tests and
 //!   demos that cannot use docker.
 //!
-//! Registry pulls are not implemented yet: [`ImageRef::Registry`] opens to
-//! [`ImageError::Unsupported`].
+//! - [`registry::Puller`] pulls registry references into a layer cache
+//!   shared between pulls ([`ImageRef::open`] itself only opens local
+//!   images).
 #![deny(missing_docs)]
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod image;
 pub mod oci_layout;
 pub mod reference;
+pub mod registry;
 pub mod unpack;
 pub mod write;
 
