@@ -15,6 +15,7 @@ pub mod devices;
 pub mod exit;
 pub mod kick;
 pub mod launch;
+pub mod launcher;
 pub mod memory;
 pub mod minivm;
 pub mod payload;

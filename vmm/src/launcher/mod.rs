@@ -1,0 +1,11 @@
+//! The launcher: `kcradle summon` turns an image into a bundle directory,
+//! `kcradle run` (later steps) starts the device daemons, the host network
+//! and the VM for a bundle. The user manual is `docs/kcradle-launcher.md`.
+
+pub mod bundle;
+pub mod cli;
+pub mod pod;
+pub mod progress;
+pub mod spec;
+pub mod state;
+pub mod summon;
