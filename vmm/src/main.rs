@@ -32,6 +32,8 @@ enum Command {
     },
     /// Boot a Linux kernel in a microVM; exits with the guest's status.
     Boot(Box<BootArgs>),
+    /// Make a bundle directory from a container image.
+    Summon(Box<cradle_vmm::launcher::cli::SummonArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -159,5 +161,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Boot(args) => run_boot(*args, started),
+        Command::Summon(args) => cradle_vmm::launcher::cli::run_summon(*args),
     }
 }
