@@ -8,11 +8,14 @@ use clap::Args;
 use cradle_image::registry::DOCKER_HUB;
 
 use super::pod::ProcessOverrides;
+use super::pods::PodRecord;
 use super::progress::LayerProgress;
+use super::run::{remove, run, stop, RunOptions};
 use super::spec::{parse_env, Entrypoint, PublishSpec, VolumeSpec};
 use super::state::StateDir;
 use super::summon::{summon, SummonOptions};
 use crate::config::MemorySize;
+use std::time::Duration;
 
 /// Where the state directory is (shared by the launcher subcommands).
 #[derive(Debug, Args, Clone)]
@@ -114,4 +117,95 @@ pub fn run_summon(a: SummonArgs) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `kcradle run DIR`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bundle directory made by `kcradle summon`.
+    pub dir: PathBuf,
+    /// Kernel (vmlinuz-RELEASE; its modules come from /lib/modules/RELEASE)
+    /// [default: the installed Debian cloud kernel].
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Runs `kcradle run`; exits with the pod's status.
+pub fn run_run(a: RunArgs) -> ExitCode {
+    let opts = RunOptions {
+        dir: a.dir,
+        kernel: a.kernel,
+        state: StateDir::resolve(a.state.state_dir.as_deref()),
+    };
+    match run(&opts) {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => {
+            eprintln!("kcradle: run: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `kcradle stop DIR` / `kcradle rm DIR`.
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// Bundle directory.
+    pub dir: PathBuf,
+    /// The state directory.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Runs `kcradle stop`: 0 once stopped, 1 when it was not running.
+pub fn run_stop(a: DirArgs) -> ExitCode {
+    let state = StateDir::resolve(a.state.state_dir.as_deref());
+    match stop(&state, &a.dir, Duration::from_secs(60)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("kcradle: stop: {}: not running", a.dir.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kcradle: stop: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs `kcradle rm`.
+pub fn run_rm(a: DirArgs) -> ExitCode {
+    let state = StateDir::resolve(a.state.state_dir.as_deref());
+    match remove(&state, &a.dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kcradle: rm: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs `kcradle ps`: one line per running pod.
+pub fn run_ps(a: StateArgs) -> ExitCode {
+    let state = StateDir::resolve(a.state_dir.as_deref());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{:<20} {:>8} {:<16} {:>8}  BUNDLE",
+        "ID", "PID", "ADDRESS", "UP"
+    );
+    for r in PodRecord::list(&state) {
+        println!(
+            "{:<20} {:>8} {:<16} {:>7}s  {}",
+            r.id,
+            r.pid,
+            r.address,
+            now.saturating_sub(r.started),
+            r.dir.display()
+        );
+    }
+    ExitCode::SUCCESS
 }
