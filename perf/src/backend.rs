@@ -19,6 +19,10 @@ pub enum Backend {
     BlkLv,
     /// The peer: qemu-storage-daemon's vhost-user-blk export.
     QemuStorageDaemon,
+    /// Ours: the GFS vhost-user-fs daemon.
+    VirtiofsdGfs,
+    /// The peer: the reference Rust virtiofsd.
+    Virtiofsd,
 }
 
 impl Backend {
@@ -28,7 +32,19 @@ impl Backend {
             Backend::Raw => "raw",
             Backend::BlkLv => "blk-lv",
             Backend::QemuStorageDaemon => "qemu-storage-daemon",
+            Backend::VirtiofsdGfs => "virtiofsd-gfs",
+            Backend::Virtiofsd => "virtiofsd",
         }
+    }
+
+    /// Whether this is one of ours.
+    pub fn is_ours(self) -> bool {
+        matches!(self, Backend::BlkLv | Backend::VirtiofsdGfs)
+    }
+
+    /// Whether this is the peer a user would pick instead of ours.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Backend::QemuStorageDaemon | Backend::Virtiofsd)
     }
 }
 
@@ -43,6 +59,13 @@ pub enum Daemon {
     },
     /// qemu-storage-daemon.
     Qsd(QemuStorageDaemon),
+    /// A vhost-user-fs daemon (ours or the reference) as a child process.
+    Fs {
+        /// The process.
+        child: Child,
+        /// Its socket.
+        socket: PathBuf,
+    },
 }
 
 impl Daemon {
@@ -57,7 +80,9 @@ impl Daemon {
         cpus: &str,
     ) -> Result<Daemon, PerfError> {
         match backend {
-            Backend::Raw => Err(PerfError::Setup("the raw backend has no daemon".into())),
+            Backend::Raw | Backend::VirtiofsdGfs | Backend::Virtiofsd => Err(PerfError::Setup(
+                format!("{} is not a block backend", backend.name()),
+            )),
             Backend::BlkLv => {
                 let mut child = Command::new("taskset")
                     .args(["-c", cpus])
@@ -101,10 +126,55 @@ impl Daemon {
         }
     }
 
+    /// Starts a vhost-user-fs `backend` (`binary`) sharing `dir` on
+    /// `socket` with `--cache never`, pinned to `cpus`. Both daemons run
+    /// with the same flags: no sandbox, no seccomp filter, so the figures
+    /// compare request handling alone.
+    pub fn start_fs(
+        backend: Backend,
+        binary: &Path,
+        dir: &Path,
+        socket: &Path,
+        cpus: &str,
+    ) -> Result<Daemon, PerfError> {
+        let socket_flag = match backend {
+            Backend::VirtiofsdGfs => "--socket",
+            Backend::Virtiofsd => "--socket-path",
+            _ => {
+                return Err(PerfError::Setup(format!(
+                    "{} is not a filesystem backend",
+                    backend.name()
+                )))
+            }
+        };
+        let mut child = Command::new("taskset")
+            .args(["-c", cpus])
+            .arg(binary)
+            .arg(socket_flag)
+            .arg(socket)
+            .arg("--shared-dir")
+            .arg(dir)
+            .args(["--cache", "never", "--sandbox", "none", "--seccomp", "none"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| PerfError::Setup(format!("{}: {e}", binary.display())))?;
+        if let Err(e) = wait_for_socket(&mut child, socket) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PerfError::Setup(format!("{}: {e}", backend.name())));
+        }
+        Ok(Daemon::Fs {
+            child,
+            socket: socket.to_path_buf(),
+        })
+    }
+
     /// The vhost-user socket.
     pub fn socket(&self) -> &Path {
         match self {
-            Daemon::BlkLv { socket, .. } => socket,
+            Daemon::BlkLv { socket, .. } | Daemon::Fs { socket, .. } => socket,
             Daemon::Qsd(q) => q.socket(),
         }
     }
@@ -113,7 +183,7 @@ impl Daemon {
     /// taskset execs it.
     pub fn pid(&self) -> u32 {
         match self {
-            Daemon::BlkLv { child, .. } => child.id(),
+            Daemon::BlkLv { child, .. } | Daemon::Fs { child, .. } => child.id(),
             Daemon::Qsd(q) => q.pid(),
         }
     }
@@ -121,8 +191,8 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Daemon::BlkLv { child, socket } = self {
-            // SIGTERM first: blk-lv drains and exits 0.
+        if let Daemon::BlkLv { child, socket } | Daemon::Fs { child, socket } = self {
+            // SIGTERM first: our daemons drain and exit 0.
             // SAFETY: kill(2) on our own child's pid has no memory effects.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -2,7 +2,7 @@
 //! disk a daemon serves. Every job of a suite runs in one boot per backend.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cradle_testbed::QemuGuest;
@@ -10,6 +10,8 @@ use cradle_testbed::QemuGuest;
 use crate::fio::FioReport;
 use crate::PerfError;
 
+/// virtiofs tag of the filesystem under test.
+const FS_TAG: &str = "perf";
 /// Marks the start of one job's JSON in the guest's output.
 const JOB_MARK: &str = "@@cradle-perf-job ";
 /// Marks its end.
@@ -22,16 +24,31 @@ pub struct GuestJob {
     pub key: String,
     /// The job file on the host.
     pub job_file: PathBuf,
-    /// fio's environment (TARGET is set to `/dev/vda`).
+    /// fio's environment (TARGET is set by the device).
     pub params: BTreeMap<String, String>,
 }
 
-/// Boots a guest with the vhost-user-blk disk on `socket` (`queues`
-/// queues, `cpus` vCPUs) and runs every job in order; returns each job's
-/// key, JSON text and parsed report.
+/// The device the jobs run against.
+#[derive(Debug, Clone, Copy)]
+pub enum GuestDevice<'a> {
+    /// A vhost-user-blk disk; jobs get `TARGET=/dev/vda`.
+    Blk {
+        /// The daemon's socket.
+        socket: &'a Path,
+        /// Request queues.
+        queues: u32,
+    },
+    /// A vhost-user-fs share mounted at `/mnt`; jobs get `TARGET=/mnt`.
+    Fs {
+        /// The daemon's socket.
+        socket: &'a Path,
+    },
+}
+
+/// Boots a guest with `device` (`cpus` vCPUs) and runs every job in
+/// order; returns each job's key, JSON text and parsed report.
 pub fn run_in_guest(
-    socket: &std::path::Path,
-    queues: u32,
+    device: GuestDevice<'_>,
     cpus: u32,
     jobs: &[GuestJob],
     timeout: Duration,
@@ -40,9 +57,19 @@ pub fn run_in_guest(
         .cpus(cpus)
         .memory_mib(768)
         .binary("/usr/bin/fio")
-        .vhost_user_blk(socket, queues)
         .timeout(timeout);
     let mut script = String::from("set -e\n");
+    let target = match device {
+        GuestDevice::Blk { socket, queues } => {
+            guest = guest.vhost_user_blk(socket, queues);
+            "/dev/vda"
+        }
+        GuestDevice::Fs { socket } => {
+            guest = guest.vhost_user_fs(socket, FS_TAG);
+            script.push_str(&format!("mount -t virtiofs {FS_TAG} /mnt\n"));
+            "/mnt"
+        }
+    };
     for (i, job) in jobs.iter().enumerate() {
         let guest_path = format!("/perf/job{i}.fio");
         guest = guest.file(&job.job_file, &guest_path);
@@ -52,7 +79,7 @@ pub fn run_in_guest(
             .filter(|(k, _)| k.as_str() != "TARGET")
             .map(|(k, v)| format!("{k}='{v}'"))
             .collect();
-        env.push("TARGET=/dev/vda".into());
+        env.push(format!("TARGET={target}"));
         script.push_str(&format!(
             "echo '{JOB_MARK}{i}'\n{} fio --output-format=json {guest_path}\necho '{END_MARK}'\n",
             env.join(" ")

@@ -201,20 +201,33 @@ mod tests {
     #[test]
     fn shipped_job_files_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
-        let mut seen = 0;
+        let (mut data, mut meta) = (0, 0);
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let job = JobFile::load(&path).unwrap();
-            let spec = job.spec(&params()).unwrap();
             assert_eq!(
-                Some(spec.name.as_str()),
+                Some(job.name.as_str()),
                 path.file_stem().and_then(|s| s.to_str())
             );
-            assert!(spec.block_size >= 4096);
-            assert_eq!(job.options.get("direct").map(String::as_str), Some("1"));
-            seen += 1;
+            if job.options.contains_key("rw") {
+                let spec = job.spec(&params()).unwrap();
+                assert!(spec.block_size >= 4096);
+                assert!(job.options.contains_key("direct"));
+                data += 1;
+            } else {
+                // Metadata jobs: one of fio's file-operation engines.
+                let engine = job.options.get("ioengine").map(String::as_str);
+                assert!(
+                    matches!(engine, Some("filecreate" | "filestat" | "filedelete")),
+                    "{path:?}"
+                );
+                meta += 1;
+            }
         }
-        assert!(seen >= 4);
+        assert!(
+            data >= 6 && meta >= 3,
+            "{data} data and {meta} metadata jobs"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use cradle_perf::record::Mode;
 use cradle_perf::report::{self, RunLog};
-use cradle_perf::suite::{run_blk, SuiteConfig};
+use cradle_perf::suite::{run_blk, run_fs, Binaries, SuiteConfig};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,13 @@ enum Cmd {
         /// The blk-lv binary (default: next to this one).
         #[arg(long)]
         blk_lv: Option<PathBuf>,
+        /// The virtiofsd-gfs binary (default: next to this one).
+        #[arg(long)]
+        virtiofsd_gfs: Option<PathBuf>,
+        /// The reference virtiofsd (default: from PATH or ~/.cargo/bin, as
+        /// scripts/install-peers installs it).
+        #[arg(long)]
+        virtiofsd: Option<PathBuf>,
         /// The directory of fio job files (default: perf/jobs of the source tree).
         #[arg(long)]
         jobs: Option<PathBuf>,
@@ -108,49 +115,83 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             repetitions,
             runtime,
             blk_lv,
+            virtiofsd_gfs,
+            virtiofsd,
             jobs,
         } => {
-            if !matches!(suite, Suite::Blk | Suite::All) {
-                bail!(
-                    "only the blk suite exists so far (fs, net and boot come with their daemons)"
-                );
+            if matches!(suite, Suite::Net | Suite::Boot) {
+                bail!("the net and boot suites do not exist yet (blk and fs do)");
             }
-            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
             let jobs =
                 jobs.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("jobs"));
-            let blk_lv = match blk_lv {
-                Some(p) => p,
-                None => sibling("blk-lv")?,
+            let bin = Binaries {
+                blk_lv: blk_lv.map_or_else(|| sibling("blk-lv"), Ok)?,
+                virtiofsd_gfs: virtiofsd_gfs.map_or_else(|| sibling("virtiofsd-gfs"), Ok)?,
+                virtiofsd: virtiofsd.unwrap_or_else(find_virtiofsd),
             };
-            if !blk_lv.exists() {
-                bail!(
-                    "{} not found: build it (cargo build -p blk-lv) or pass --blk-lv",
-                    blk_lv.display()
-                );
+            let wanted: Vec<(&str, Suite)> = match suite {
+                Suite::All => vec![("blk", Suite::Blk), ("fs", Suite::Fs)],
+                s => vec![("", s)],
+            };
+            for (sub, s) in wanted {
+                let needed = match s {
+                    Suite::Blk => vec![&bin.blk_lv],
+                    _ => vec![&bin.virtiofsd_gfs, &bin.virtiofsd],
+                };
+                for b in needed {
+                    if !b.exists() {
+                        bail!("{} not found: build it (cargo build --workspace) or install the peers (scripts/install-peers)", b.display());
+                    }
+                }
+                let dir = if sub.is_empty() {
+                    out.clone()
+                } else {
+                    out.join(sub)
+                };
+                std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+                let mut cfg = SuiteConfig::new(quick, dir.clone(), jobs.clone(), bin.clone());
+                if !modes.is_empty() {
+                    cfg.modes = modes
+                        .iter()
+                        .map(|m| match m {
+                            ModeArg::Raw => Mode::Raw,
+                            ModeArg::Device => Mode::Device,
+                            ModeArg::Guest => Mode::Guest,
+                        })
+                        .collect();
+                }
+                if let Some(r) = repetitions {
+                    cfg.repetitions = r.max(1);
+                }
+                if let Some(secs) = runtime {
+                    cfg.runtime = std::time::Duration::from_secs(secs.max(1));
+                }
+                let log = if s == Suite::Blk {
+                    run_blk(&cfg)?
+                } else {
+                    run_fs(&cfg)?
+                };
+                let json = serde_json::to_string_pretty(&log)?;
+                std::fs::write(dir.join("measurements.json"), json)?;
+                report::write(&dir, &log)?;
+                println!("{}", dir.join("report.md").display());
             }
-            let mut cfg = SuiteConfig::blk(quick, out.clone(), jobs, blk_lv);
-            if !modes.is_empty() {
-                cfg.modes = modes
-                    .iter()
-                    .map(|m| match m {
-                        ModeArg::Raw => Mode::Raw,
-                        ModeArg::Device => Mode::Device,
-                        ModeArg::Guest => Mode::Guest,
-                    })
-                    .collect();
-            }
-            if let Some(r) = repetitions {
-                cfg.repetitions = r.max(1);
-            }
-            if let Some(s) = runtime {
-                cfg.runtime = std::time::Duration::from_secs(s.max(1));
-            }
-            let log = run_blk(&cfg)?;
-            let json = serde_json::to_string_pretty(&log)?;
-            std::fs::write(out.join("measurements.json"), json)?;
-            report::write(&out, &log)?;
-            println!("{}", out.join("report.md").display());
             Ok(())
         }
     }
+}
+
+/// `virtiofsd` on PATH, else where `cargo install` puts it.
+fn find_virtiofsd() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("virtiofsd"))
+        .find(|p| p.exists());
+    on_path.unwrap_or_else(|| {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        home.join(".cargo/bin/virtiofsd")
+    })
 }

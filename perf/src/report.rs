@@ -57,9 +57,10 @@ pub struct Row {
     pub point: Point,
     /// Per backend.
     pub cells: BTreeMap<Backend, Cell>,
-    /// blk-lv / qemu-storage-daemon (median IOPS).
+    /// ours / the peer (median IOPS): blk-lv / qemu-storage-daemon or
+    /// virtiofsd-gfs / virtiofsd.
     pub ours_over_peer: Option<f64>,
-    /// blk-lv / raw at the same job and depth (median IOPS).
+    /// ours / raw at the same job and depth (median IOPS).
     pub ours_over_raw: Option<f64>,
 }
 
@@ -127,12 +128,14 @@ pub fn summarise(measurements: &[Measurement]) -> Summary {
             }
             cells.insert(*backend, cell);
         }
-        let ours = by_backend
-            .get(&Backend::BlkLv)
-            .and_then(|ms| Samples::new(ms.iter().map(|m| m.iops)).ok());
-        let peer = by_backend
-            .get(&Backend::QemuStorageDaemon)
-            .and_then(|ms| Samples::new(ms.iter().map(|m| m.iops)).ok());
+        let iops_of = |pick: fn(Backend) -> bool| {
+            by_backend
+                .iter()
+                .find(|(b, _)| pick(**b))
+                .and_then(|(_, ms)| Samples::new(ms.iter().map(|m| m.iops)).ok())
+        };
+        let ours = iops_of(Backend::is_ours);
+        let peer = iops_of(Backend::is_peer);
         let ours_over_peer = ours
             .as_ref()
             .zip(peer.as_ref())
@@ -146,7 +149,8 @@ pub fn summarise(measurements: &[Measurement]) -> Summary {
     }
     for row in &mut rows {
         let key = (row.point.job.clone(), row.point.iodepth, row.point.queues);
-        if let (Some(ours), Some(raw)) = (row.cells.get(&Backend::BlkLv), raw_iops.get(&key)) {
+        let ours = row.cells.iter().find(|(b, _)| b.is_ours()).map(|(_, c)| c);
+        if let (Some(ours), Some(raw)) = (ours, raw_iops.get(&key)) {
             row.ours_over_raw = (*raw > 0.0).then(|| ours.iops / raw);
         }
     }
@@ -210,18 +214,42 @@ fn targets(rows: &[Row], raw_p50: &BTreeMap<(String, u32, u32), f64>) -> Vec<Tar
             met: added.map(|a| a <= 10.0),
         });
     }
-    let peak = rows
+    // fs: ratios against virtiofsd in the guest (no device mode for fs).
+    for row in rows
         .iter()
-        .filter_map(|r| r.cells.get(&Backend::BlkLv).and_then(|c| c.peak_rss_kib))
-        .max();
-    out.push(TargetCheck {
-        what: "blk-lv peak RSS under load".into(),
-        goal: "<= 10 MiB".into(),
-        measured: peak
-            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "-".into()),
-        met: peak.map(|k| k <= 10 * 1024),
-    });
+        .filter(|r| r.point.mode == Mode::Guest && r.point.job.starts_with("fs-"))
+    {
+        let p = &row.point;
+        let (goal, min) = if p.job.contains("-file") {
+            (">= 1.50x", 1.5)
+        } else {
+            (">= 2.00x", 2.0)
+        };
+        out.push(check(
+            format!(
+                "{} x{} jobs (guest): virtiofsd-gfs / virtiofsd",
+                p.job, p.queues
+            ),
+            goal,
+            row.ours_over_peer,
+            min,
+        ));
+    }
+    for ours in [Backend::BlkLv, Backend::VirtiofsdGfs] {
+        let Some(peak) = rows
+            .iter()
+            .filter_map(|r| r.cells.get(&ours).and_then(|c| c.peak_rss_kib))
+            .max()
+        else {
+            continue;
+        };
+        out.push(TargetCheck {
+            what: format!("{} peak RSS under load", ours.name()),
+            goal: "<= 10 MiB".into(),
+            measured: format!("{:.1} MiB", peak as f64 / 1024.0),
+            met: Some(peak <= 10 * 1024),
+        });
+    }
     out
 }
 
@@ -231,6 +259,15 @@ fn check(what: String, goal: &str, measured: Option<f64>, min: f64) -> TargetChe
         goal: goal.into(),
         measured: fmt_ratio(measured),
         met: measured.map(|m| m >= min),
+    }
+}
+
+/// (ours, the peer) of a suite.
+fn pair(suite: &str) -> (Backend, Backend) {
+    if suite == "fs" {
+        (Backend::VirtiofsdGfs, Backend::Virtiofsd)
+    } else {
+        (Backend::BlkLv, Backend::QemuStorageDaemon)
     }
 }
 
@@ -254,9 +291,12 @@ pub fn markdown(log: &RunLog, summary: &Summary) -> String {
         md,
         "\n## IOPS (median over repetitions; spread = (max-min)/median)\n"
     );
+    let (ours, peer) = pair(&log.suite);
     let _ = writeln!(
         md,
-        "| job | QD x queues | mode | raw | blk-lv | qemu-storage-daemon | blk-lv / qsd | blk-lv / raw |"
+        "| job | QD x queues | mode | raw | {o} | {p} | {o} / {p} | {o} / raw |",
+        o = ours.name(),
+        p = peer.name()
     );
     let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|");
     for row in &summary.rows {
@@ -274,8 +314,8 @@ pub fn markdown(log: &RunLog, summary: &Summary) -> String {
             row.point.queues,
             row.point.mode.name(),
             cell(Backend::Raw),
-            cell(Backend::BlkLv),
-            cell(Backend::QemuStorageDaemon),
+            cell(ours),
+            cell(peer),
             fmt_ratio(row.ours_over_peer),
             fmt_ratio(row.ours_over_raw)
         );
@@ -321,7 +361,7 @@ pub fn markdown(log: &RunLog, summary: &Summary) -> String {
     let _ = writeln!(
         md,
         "\n## How to read this\n\n\
-         - *raw* is fio's io_uring engine on the host file: the limit.\n\
+         - *raw* is fio on the host file or directory (io_uring for blk, psync for fs): the limit.\n\
          - *device* drives each daemon over vhost-user with cradle's userspace virtio driver (no guest): the daemon's own cost. \
          The driver and the daemon are pinned to different CPUs; raw fio is pinned to the daemon's CPU.\n\
          - *guest* runs the same fio job inside a Linux guest. Here guests run under QEMU TCG, so guest figures compare \
@@ -341,7 +381,8 @@ pub fn write(out: &Path, log: &RunLog) -> Result<Summary, PerfError> {
         serde_json::to_string_pretty(&summary).map_err(|e| PerfError::Report(e.to_string()))?;
     fs::write(out.join("summary.json"), json).map_err(io)?;
     fs::write(out.join("report.md"), markdown(log, &summary)).map_err(io)?;
-    let series = [Backend::BlkLv, Backend::QemuStorageDaemon, Backend::Raw];
+    let (ours, peer) = pair(&log.suite);
+    let series = [ours, peer, Backend::Raw];
     let names: Vec<&str> = series.iter().map(|b| b.name()).collect();
     for mode in [Mode::Device, Mode::Guest] {
         let groups: Vec<Group> = summary

@@ -17,17 +17,21 @@ pub enum ExitReason {
     Shutdown(String),
     /// A vCPU failed in a way the VMM cannot continue from.
     VcpuError(String),
+    /// kcradle was asked to stop (SIGTERM, SIGINT, SIGHUP).
+    Signal(i32),
 }
 
 impl ExitReason {
     /// The process exit status `kcradle` returns for this reason: the
     /// guest's own status, 0 for a reset or power-off without one, 1 for
-    /// a crash or a vCPU error.
+    /// a crash or a vCPU error, 128 + N when stopped by signal N.
     pub fn exit_status(&self) -> u8 {
         match self {
             ExitReason::Status(status) => *status,
             ExitReason::Reset | ExitReason::PowerOff => 0,
             ExitReason::Shutdown(_) | ExitReason::VcpuError(_) => 1,
+            // The shell convention for death by a signal.
+            ExitReason::Signal(sig) => 128u8.saturating_add(u8::try_from(*sig).unwrap_or(127)),
         }
     }
 }
@@ -121,5 +125,6 @@ mod tests {
         assert_eq!(ExitReason::PowerOff.exit_status(), 0);
         assert_eq!(ExitReason::Shutdown("triple fault".into()).exit_status(), 1);
         assert_eq!(ExitReason::VcpuError("x".into()).exit_status(), 1);
+        assert_eq!(ExitReason::Signal(libc::SIGTERM).exit_status(), 143);
     }
 }

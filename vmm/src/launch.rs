@@ -4,18 +4,27 @@
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use crate::arch::x86_64::acpi::ACPI_SLEEP_CONTROL_PORT;
 use crate::boot::{BootError, LinuxBoot};
 use crate::config::{ConfigError, SerialConfig, VmConfig};
 use crate::control::{
     ControlDevice, CONTROL_MMIO_BASE, CONTROL_MMIO_LEN, CONTROL_PORT, CONTROL_PORT_LEN,
 };
+use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::bus::BusError;
 use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
 use crate::exit::{ExitReason, ExitSignal};
+use crate::irq::GsiRouter;
+use crate::pci::{
+    PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT, PCI_MMIO_END, PCI_MMIO_START,
+};
 use crate::vcpu::Buses;
+use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
+use crate::virtio::vhost_user::{DeviceSpec, VhostUserDevice, VhostUserError};
+use crate::virtio::VirtioBackend;
 use crate::vm::{Vm, VmError, VmSpec};
 
 /// Why `kcradle boot` could not run the VM.
@@ -33,6 +42,15 @@ pub enum LaunchError {
     /// The console could not be wired.
     #[error(transparent)]
     Serial(#[from] SerialError),
+    /// A vhost-user daemon could not be reached or set up.
+    #[error(transparent)]
+    VhostUser(#[from] VhostUserError),
+    /// A virtio device could not be wired into KVM.
+    #[error("virtio device: {0}")]
+    Transport(#[from] TransportError),
+    /// The stop-signal thread could not be set up.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] io::Error),
     /// A platform device could not be placed on the port bus.
     #[error("platform device layout: {0}")]
     Bus(#[from] BusError),
@@ -48,6 +66,7 @@ impl LaunchError {
                 _ => 2,
             },
             LaunchError::Vm(VmError::BadCpuCount { .. }) => 2,
+            LaunchError::VhostUser(VhostUserError::Connect { .. }) => 2,
             _ => 1,
         }
     }
@@ -82,11 +101,13 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
     })
 }
 
-/// The platform devices on their buses: COM1 (`console`), the i8042 and
-/// the control register (by port and by MMIO), the latter two raising
-/// `exit`; milestones are timed from `started`.
+/// The platform devices on their buses: COM1 (`console`), the i8042, PCI
+/// configuration access to `pci`, the ACPI sleep control register and the
+/// control register (by port and by MMIO); the i8042, ACPI and control
+/// devices end the VM through `exit`; milestones are timed from `started`.
 pub fn platform_buses<W: Write + Send + 'static>(
     console: SerialConsole<W>,
+    pci: Arc<Mutex<PciRoot>>,
     exit: &Arc<ExitSignal>,
     started: Instant,
 ) -> Result<Buses, BusError> {
@@ -105,6 +126,16 @@ pub fn platform_buses<W: Write + Send + 'static>(
             Box::new(I8042::new(exit.clone())),
         )?;
         pio.insert(
+            u64::from(PCI_CONFIG_IO_PORT),
+            u64::from(PCI_CONFIG_IO_LEN),
+            Box::new(PciConfigIo::new(pci)),
+        )?;
+        pio.insert(
+            u64::from(ACPI_SLEEP_CONTROL_PORT),
+            1,
+            Box::new(AcpiPm::new(exit.clone())),
+        )?;
+        pio.insert(
             u64::from(CONTROL_PORT),
             u64::from(CONTROL_PORT_LEN),
             Box::new(control.clone()),
@@ -118,16 +149,104 @@ pub fn platform_buses<W: Write + Send + 'static>(
     Ok(buses)
 }
 
+/// Queue size of virtio-fs queues.
+pub const FS_QUEUE_SIZE: u16 = 256;
+/// Queue size of virtio-net queues.
+pub const NET_QUEUE_SIZE: u16 = 256;
+
+/// How long kcradle waits for a daemon's socket to accept.
+pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts a virtio device on the PCI bus with its BAR 0 at the `index`-th
+/// slot of the 32-bit window, and its BAR on the MMIO bus.
+pub fn add_virtio_device(
+    vm: &Vm,
+    pci: &Arc<Mutex<PciRoot>>,
+    buses: &Buses,
+    router: &Arc<Mutex<GsiRouter>>,
+    index: usize,
+    backend: Box<dyn VirtioBackend>,
+) -> Result<(), LaunchError> {
+    let bar = PCI_MMIO_START + (index as u64) * u64::from(BAR0_SIZE);
+    if bar + u64::from(BAR0_SIZE) > PCI_MMIO_END {
+        return Err(ConfigError("too many virtio devices for the PCI window".into()).into());
+    }
+    let device = Arc::new(Mutex::new(VirtioPciDevice::new(
+        backend,
+        bar,
+        vm.shared_fd(),
+        router.clone(),
+    )?));
+    let slot = pci
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .add(Box::new(device.clone()))
+        .map_err(|e| ConfigError(e.to_string()))?;
+    buses
+        .mmio
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(bar, u64::from(BAR0_SIZE), Box::new(device))?;
+    tracing::info!(slot, bar = format_args!("{bar:#x}"), "virtio device on PCI");
+    Ok(())
+}
+
+/// Signals that stop the VM cleanly instead of killing kcradle.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks the stop signals in this thread (and so in every thread it
+/// starts afterwards, the vCPUs included) and turns them into
+/// [`ExitReason::Signal`] on a dedicated thread, so the VM stops through
+/// the same path as a guest exit: vCPUs kicked and joined, status returned.
+pub fn forward_stop_signals(exit: Arc<ExitSignal>) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for all three calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+    }
+    // SAFETY: `set` is initialised; the old mask is not needed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` and `sig` are valid for the call.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                tracing::info!(signal = sig, "stop signal received");
+                exit.raise(ExitReason::Signal(sig));
+            }
+        })?;
+    Ok(())
+}
+
+/// kcradle's resident memory without the guest's: anonymous and file
+/// pages, leaving out the shared memfd pages of guest RAM (`RssShmem`).
+pub fn vmm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(field("RssAnon:")? + field("RssFile:")?)
+}
+
 /// Checks `config`, builds the VM, runs it to its end and says why it
 /// ended. `started` is when kcradle started: milestones are timed from it.
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if !(config.disks.is_empty() && config.fs.is_empty() && config.nets.is_empty()) {
-        return Err(ConfigError(
-            "--disk, --fs and --net need the virtio-pci transport, which this kcradle does not have yet"
-                .into(),
-        )
+    if let Some(net) = config.nets.iter().find(|n| n.num_queue_pairs != 1) {
+        return Err(ConfigError(format!(
+            "--net num_queue_pairs={} is not supported yet (1 is)",
+            net.num_queue_pairs
+        ))
         .into());
     }
     let out = serial_output(&config.serial)?;
@@ -141,6 +260,43 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         initrd: config.initrd.clone(),
         cmdline: config.cmdline.clone(),
     })?;
+
+    let exit = Arc::new(ExitSignal::new());
+    forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
+    let console = SerialConsole::new(out)?;
+    console.attach_irqfd(vm.fd())?;
+    let pci = Arc::new(Mutex::new(PciRoot::new()));
+    let buses = platform_buses(console, pci.clone(), &exit, started)?;
+    let router = Arc::new(Mutex::new(GsiRouter::new()));
+    for (i, disk) in config.disks.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &disk.socket,
+            DeviceSpec::blk(disk.num_queues, disk.queue_size),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        add_virtio_device(&vm, &pci, &buses, &router, i, Box::new(backend))?;
+    }
+    for (i, fs) in config.fs.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &fs.socket,
+            DeviceSpec::fs(&fs.tag, fs.num_queues, FS_QUEUE_SIZE),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        let index = config.disks.len() + i;
+        add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
+    }
+    for (i, net) in config.nets.iter().enumerate() {
+        let backend = VhostUserDevice::connect(
+            &net.socket,
+            DeviceSpec::net(net.mac.0, NET_QUEUE_SIZE),
+            vm.memory().clone(),
+            BACKEND_CONNECT_TIMEOUT,
+        )?;
+        let index = config.disks.len() + config.fs.len() + i;
+        add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
+    }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),
         initrd = ?loaded.initrd,
@@ -148,16 +304,23 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         memory_mib = config.memory.0 >> 20,
         "kernel loaded"
     );
-
-    let exit = Arc::new(ExitSignal::new());
-    let console = SerialConsole::new(out)?;
-    console.attach_irqfd(vm.fd())?;
-    let buses = platform_buses(console, &exit, started)?;
     let reason = vm.run(buses, exit)?;
     tracing::info!(
         ?reason,
         ms = started.elapsed().as_secs_f64() * 1e3,
+        vmm_rss_kib = vmm_rss_kib().unwrap_or(0),
         "VM ended"
     );
     Ok(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_without_guest_memory_is_read() {
+        let kib = vmm_rss_kib().unwrap();
+        assert!(kib > 0);
+    }
 }

@@ -162,6 +162,13 @@ impl Asm {
         self
     }
 
+    /// `in eax, dx`: four bytes from the port in `dx`.
+    pub fn in_eax_dx(mut self) -> Self {
+        self.prefix_if(CodeMode::Real);
+        self.code.push(0xed);
+        self
+    }
+
     /// `sti`: accept maskable interrupts.
     pub fn sti(mut self) -> Self {
         self.code.push(0xfb);

@@ -10,6 +10,7 @@ use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 
+use crate::arch::x86_64::acpi::{write_acpi_tables, AcpiError};
 use crate::arch::x86_64::cpuid::{setup_cpuid, supported_cpuid};
 use crate::arch::x86_64::lapic::setup_lapic;
 use crate::arch::x86_64::layout::BOOT_STACK_POINTER;
@@ -72,6 +73,9 @@ pub enum VmError {
     /// The kernel could not be loaded.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// The ACPI tables could not be written.
+    #[error(transparent)]
+    Acpi(#[from] AcpiError),
     /// A vCPU thread could not be started.
     #[error("cannot start a vCPU thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -85,7 +89,7 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 #[derive(Debug)]
 pub struct Vm {
     _kvm: Kvm,
-    fd: VmFd,
+    fd: Arc<VmFd>,
     vcpus: Vec<VcpuFd>,
     // Declared last: dropped after the vCPUs and the VM that map it.
     mem: GuestMemoryMmap,
@@ -132,7 +136,7 @@ impl Vm {
         }
         Ok(Vm {
             _kvm: kvm,
-            fd,
+            fd: Arc::new(fd),
             vcpus,
             mem,
         })
@@ -148,15 +152,23 @@ impl Vm {
         &self.fd
     }
 
+    /// The KVM VM, shared with devices that add ioeventfds, irqfds and
+    /// routes while the guest runs.
+    pub fn shared_fd(&self) -> Arc<VmFd> {
+        self.fd.clone()
+    }
+
     /// The vCPUs, boot CPU first.
     pub fn vcpus(&self) -> &[VcpuFd] {
         &self.vcpus
     }
 
-    /// Loads a kernel and points the boot CPU at it. The other vCPUs wait
-    /// for the guest's INIT/SIPI in the in-kernel LAPIC.
+    /// Writes the ACPI tables, loads a kernel and points the boot CPU at
+    /// it. The other vCPUs wait for the guest's INIT/SIPI in the in-kernel
+    /// LAPIC.
     pub fn load_linux(&self, spec: &LinuxBoot) -> Result<LoadedLinux, VmError> {
-        let loaded = load_linux(&self.mem, spec)?;
+        let rsdp = write_acpi_tables(&self.mem, self.vcpus.len())?;
+        let loaded = load_linux(&self.mem, spec, Some(rsdp))?;
         setup_boot_vcpu(&self.mem, &self.vcpus[0], &loaded)?;
         Ok(loaded)
     }

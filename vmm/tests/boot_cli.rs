@@ -26,7 +26,11 @@ fn have_kvm() -> bool {
 /// A bzImage with one setup sector whose protected-mode part has the
 /// 64-bit entry at +0x200, exiting with `status`.
 fn fake_bzimage(status: u8) -> tempfile::NamedTempFile {
-    let entry = Asm::new(CodeMode::Long)
+    bzimage_with_entry(&entry_code(status))
+}
+
+fn entry_code(status: u8) -> Vec<u8> {
+    Asm::new(CodeMode::Long)
         .write_port(COM1_PORT, b"fake-kernel: ")
         .load_edi_from_rsi(CMD_LINE_PTR_OFFSET)
         .out_cstring_at_rdi()
@@ -39,7 +43,10 @@ fn fake_bzimage(status: u8) -> tempfile::NamedTempFile {
         .mov_eax(encode_message(ControlMessage::Exit(status)))
         .out_dx_eax()
         .halt_loop()
-        .finish();
+        .finish()
+}
+
+fn bzimage_with_entry(entry: &[u8]) -> tempfile::NamedTempFile {
     let mut image = vec![0u8; 2 * 512];
     image[0x1f1] = 1; // setup_sects
     image[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
@@ -53,7 +60,7 @@ fn fake_bzimage(status: u8) -> tempfile::NamedTempFile {
     image[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes()); // cmdline_size
     image[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
     image.extend_from_slice(&[0x90; 0x200]); // 32-bit entry area, unused
-    image.extend_from_slice(&entry);
+    image.extend_from_slice(entry);
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(&image).unwrap();
     file
@@ -173,8 +180,14 @@ fn user_mistakes_exit_2_with_one_line() {
             "used twice",
         ),
         (
-            &["boot", "--kernel", k, "--disk", "socket=/x"],
-            "virtio-pci",
+            &[
+                "boot",
+                "--kernel",
+                k,
+                "--net",
+                "socket=/x,mac=52:54:00:00:00:01,num_queue_pairs=2",
+            ],
+            "not supported",
         ),
         (
             &["boot", "--config", "/nonexistent/vm.json"],
@@ -195,4 +208,68 @@ fn user_mistakes_exit_2_with_one_line() {
             "{args:?}: {stderr} lacks {expected:?}"
         );
     }
+}
+
+#[test]
+fn sigterm_stops_a_running_vm_with_status_143() {
+    if !have_kvm() {
+        return;
+    }
+    // A guest that prints and then waits forever.
+    let entry = Asm::new(CodeMode::Long)
+        .write_port(COM1_PORT, b"waiting\n")
+        .halt_loop()
+        .finish();
+    let kernel = bzimage_with_entry(&entry);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kcradle"))
+        .args([
+            "boot",
+            "--kernel",
+            kernel.path().to_str().unwrap(),
+            "--memory",
+            "64M",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the guest's line, so the VM is surely running.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = [0u8; 8];
+    std::io::Read::read_exact(&mut stdout, &mut line).unwrap();
+    assert_eq!(&line, b"waiting\n");
+    let started = std::time::Instant::now();
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("stop signal received"), "{stderr}");
+    assert!(stderr.contains("vmm_rss_kib="), "{stderr}");
+}
+
+#[test]
+fn a_disk_socket_that_never_answers_exits_2_after_the_bounded_retry() {
+    if !have_kvm() {
+        return;
+    }
+    let kernel = fake_bzimage(0);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("missing.sock");
+    let started = std::time::Instant::now();
+    let out = kcradle(&[
+        "boot",
+        "--kernel",
+        kernel.path().to_str().unwrap(),
+        "--memory",
+        "64M",
+        "--disk",
+        &format!("socket={}", sock.display()),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("did not answer within"), "{stderr}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    assert!(out.stdout.is_empty(), "the guest never ran");
 }

@@ -64,6 +64,7 @@ fn debian_bzimage_loads_with_boot_params_cmdline_and_initramfs() {
             vec![initrd.clone(), extra.path().to_path_buf()],
             cmdline,
         ),
+        Some(0xe0000),
     )
     .unwrap();
     assert_eq!(loaded.entry, HIMEM_START + 0x200);
@@ -112,6 +113,7 @@ fn debian_bzimage_loads_with_boot_params_cmdline_and_initramfs() {
     assert_eq!(tail, b"070701-extra-cpio-archive");
 
     // e820: low RAM below the EBDA and everything from 1 MiB.
+    assert_eq!({ params.acpi_rsdp_addr }, 0xe0000);
     assert_eq!(params.e820_entries, 2);
     let e820: Vec<(u64, u64, u32)> = params.e820_table[..2]
         .iter()
@@ -128,7 +130,7 @@ fn boot_vcpu_starts_at_the_64_bit_entry() {
     }
     let (kernel, _) = debian_kernel();
     let mem = create_guest_memory(256 * MIB, false).unwrap();
-    let loaded = load_linux(&mem, &spec(&kernel, vec![], "console=ttyS0")).unwrap();
+    let loaded = load_linux(&mem, &spec(&kernel, vec![], "console=ttyS0"), None).unwrap();
     assert_eq!(loaded.initrd, None);
     let kvm = kvm_ioctls::Kvm::new().unwrap();
     let vm = kvm.create_vm().unwrap();
@@ -149,7 +151,7 @@ fn memory_too_small_for_the_kernel_is_refused() {
     // decompresses into (init_size, about 50 MiB for the Debian kernel).
     for size in [8 * MIB, 32 * MIB] {
         let mem = create_guest_memory(size, false).unwrap();
-        match load_linux(&mem, &spec(&kernel, vec![], "")) {
+        match load_linux(&mem, &spec(&kernel, vec![], ""), None) {
             Err(BootError::MemoryTooSmall { needed, have }) => {
                 assert!(needed > have, "{needed} {have}");
                 assert_eq!(have, size);
@@ -163,7 +165,7 @@ fn memory_too_small_for_the_kernel_is_refused() {
 fn a_file_that_is_not_a_kernel_is_refused() {
     let junk = temp_file(&[0x5a; 8192]);
     let mem = create_guest_memory(64 * MIB, false).unwrap();
-    let err = load_linux(&mem, &spec(junk.path(), vec![], "")).unwrap_err();
+    let err = load_linux(&mem, &spec(junk.path(), vec![], ""), None).unwrap_err();
     assert!(matches!(err, BootError::NotBzImage { .. }), "{err:?}");
     assert!(err.to_string().contains("is not a loadable bzImage"));
 }
@@ -171,13 +173,18 @@ fn a_file_that_is_not_a_kernel_is_refused() {
 #[test]
 fn a_missing_kernel_or_initramfs_names_the_file() {
     let mem = create_guest_memory(64 * MIB, false).unwrap();
-    let err = load_linux(&mem, &spec(Path::new("/nonexistent/vmlinuz"), vec![], "")).unwrap_err();
+    let err = load_linux(
+        &mem,
+        &spec(Path::new("/nonexistent/vmlinuz"), vec![], ""),
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/vmlinuz"), "{err}");
 
     let (kernel, _) = debian_kernel();
     let mem = create_guest_memory(512 * MIB, false).unwrap();
     let missing = PathBuf::from("/nonexistent/initrd.img");
-    let err = load_linux(&mem, &spec(&kernel, vec![missing], "")).unwrap_err();
+    let err = load_linux(&mem, &spec(&kernel, vec![missing], ""), None).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/initrd.img"), "{err}");
 }
 
@@ -187,7 +194,12 @@ fn an_initramfs_larger_than_ram_is_refused() {
     let big = tempfile::NamedTempFile::new().unwrap();
     big.as_file().set_len(600 * MIB).unwrap(); // sparse
     let mem = create_guest_memory(512 * MIB, false).unwrap();
-    let err = load_linux(&mem, &spec(&kernel, vec![big.path().to_path_buf()], "")).unwrap_err();
+    let err = load_linux(
+        &mem,
+        &spec(&kernel, vec![big.path().to_path_buf()], ""),
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(err, BootError::InitrdTooLarge { .. }), "{err:?}");
 }
 
@@ -196,8 +208,8 @@ fn an_overlong_cmdline_is_refused() {
     let (kernel, _) = debian_kernel();
     let mem = create_guest_memory(256 * MIB, false).unwrap();
     let long = "a".repeat(70_000);
-    let err = load_linux(&mem, &spec(&kernel, vec![], &long)).unwrap_err();
+    let err = load_linux(&mem, &spec(&kernel, vec![], &long), None).unwrap_err();
     assert!(matches!(err, BootError::Cmdline(_)), "{err:?}");
-    let err = load_linux(&mem, &spec(&kernel, vec![], "bad\0char")).unwrap_err();
+    let err = load_linux(&mem, &spec(&kernel, vec![], "bad\0char"), None).unwrap_err();
     assert!(matches!(err, BootError::Cmdline(_)), "{err:?}");
 }

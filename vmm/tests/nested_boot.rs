@@ -13,6 +13,7 @@ const L2_SCRIPT: &str = "devmem 0xfe000000 32 0x01000001
 echo l2-in-kcradle
 uname -r
 grep -c ^processor /proc/cpuinfo
+cat /sys/bus/pci/devices/0000:00:00.0/vendor
 devmem 0xfe000000 32 0x0200002a
 echo not-reached
 ";
@@ -25,7 +26,7 @@ fn boot_script(cpus: u8) -> String {
            > /tmp/l2.log 2> /tmp/l2.err\n\
          echo \"kcradle-status=$?\"\n\
          end=$(cut -d' ' -f1 /proc/uptime)\n\
-         tr -d '\\r' < /tmp/l2.log | grep -A2 l2-in-kcradle\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A3 l2-in-kcradle\n\
          echo \"l2-wall $start $end\"\n\
          echo --- kcradle stderr; cat /tmp/l2.err; echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
     )
@@ -35,11 +36,13 @@ fn boot_script(cpus: u8) -> String {
 fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     let kernel = Kernel::debian().unwrap();
     let l2 = QemuGuest::new().standalone_initramfs(L2_SCRIPT).unwrap();
+    // L1 needs as many CPUs as L2: kcradle refuses more vCPUs than host CPUs.
     let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
         .binary_at(KCRADLE, "/usr/bin/kcradle")
         .l2_kernel(&kernel)
         .l2_initramfs(&l2)
-        .run(&boot_script(1))
+        .run(&boot_script(2))
         .unwrap();
     let out = &run.output;
     let lines: Vec<&str> = out.lines().collect();
@@ -51,9 +54,281 @@ fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     );
     assert_eq!(lines.get(1), Some(&"l2-in-kcradle"), "{out}");
     assert_eq!(lines.get(2), Some(&kernel.version.as_str()), "{out}");
-    assert_eq!(lines.get(3), Some(&"1"), "{out}");
+    // Both vCPUs, found through the ACPI MADT.
+    assert_eq!(lines.get(3), Some(&"2"), "{out}");
+    // The host bridge, found by scanning bus 0 through 0xcf8/0xcfc.
+    assert_eq!(lines.get(4), Some(&"0x1b36"), "{out}");
     assert!(out.contains("init-started"), "{out}");
     assert!(!out.contains("not-reached"), "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
+
+/// Runs in L2 under both VMMs: the test bed's init powers off after it.
+const PEER_SCRIPT: &str = "echo l2-up; grep -c ^processor /proc/cpuinfo\n";
+
+/// Same L1, same kernel and initramfs: kcradle and QEMU microvm (the peer)
+/// each boot L2 until the guest powers off. Checks that a guest power-off
+/// (ACPI S5) ends kcradle with status 0, and records both wall times from
+/// VMM start to power-off as benchmark figures.
+#[test]
+fn nested_kcradle_and_qemu_microvm_boot_the_same_guest() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new().standalone_initramfs(PEER_SCRIPT).unwrap();
+    let append = "console=ttyS0 reboot=k panic=-1 quiet";
+    let script = format!(
+        "t0=$(cut -d' ' -f1 /proc/uptime)\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --cpus 2 \
+           --memory 256M --cmdline '{append}' > /tmp/ours.log 2> /tmp/ours.err\n\
+         echo \"kcradle-status=$?\"\n\
+         t1=$(cut -d' ' -f1 /proc/uptime)\n\
+         timeout 150 qemu-system-x86_64 -M microvm -accel kvm -cpu host -smp 2 -m 256 \
+           -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+           -kernel {L2_KERNEL} -initrd {L2_INITRAMFS} -append '{append}' > /tmp/qemu.log 2>&1\n\
+         echo \"qemu-status=$?\"\n\
+         t2=$(cut -d' ' -f1 /proc/uptime)\n\
+         tr -d '\\r' < /tmp/ours.log | grep -A1 l2-up\n\
+         tr -d '\\r' < /tmp/qemu.log | grep -A1 l2-up\n\
+         echo \"walls $t0 $t1 $t2\"\n\
+         grep milestone /tmp/ours.err; cat /tmp/ours.err | tail -3\n"
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
+        .with_qemu()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=0"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(lines.get(1), Some(&"qemu-status=0"), "{out}");
+    assert_eq!(&lines[2..6], ["l2-up", "2", "l2-up", "2"], "{out}");
+    let walls: Vec<f64> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("walls "))
+        .map(|w| w.split(' ').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(walls.len(), 3, "{out}");
+    eprintln!(
+        "boot to power-off in the same L1: kcradle {:.2} s, QEMU microvm {:.2} s\n{out}",
+        walls[1] - walls[0],
+        walls[2] - walls[1]
+    );
+}
+
+/// The blk-lv daemon built next to kcradle (the workspace builds both).
+fn blk_lv() -> std::path::PathBuf {
+    let path = std::path::Path::new(KCRADLE).with_file_name("blk-lv");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build -p blk-lv)",
+        path.display()
+    );
+    path
+}
+
+/// Runs in L2: reads the disk L1 prepared, writes a marker, reports.
+const DISK_SCRIPT: &str = "devmem 0xfe000000 32 0x01000001
+cat /sys/block/vda/size
+dd if=/dev/vda bs=4096 count=1 2>/dev/null | head -c 16; echo
+printf 'written-by-l2-on-kcradle' | dd of=/dev/vda bs=4096 seek=1 conv=sync 2>/dev/null
+sync
+echo 3 > /proc/sys/vm/drop_caches
+dd if=/dev/vda bs=4096 skip=1 count=1 2>/dev/null | head -c 24; echo
+devmem 0xfe000000 32 0x02000007
+";
+
+/// A blk-lv disk in L1 through kcradle's virtio-pci and vhost-user path:
+/// the Debian guest loads virtio_pci and virtio_blk, reads what L1 wrote
+/// and writes what L1 then finds in the image file.
+#[test]
+fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtio_blk"])
+        .standalone_initramfs(DISK_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null\n\
+         printf 'written-by-l1---' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null\n\
+         blk-lv --socket /tmp/blk.sock --path /tmp/disk.img --sandbox none --seccomp none \
+           2> /tmp/blk.err &\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --disk socket=/tmp/blk.sock,num_queues=1 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A3 '^32768$'\n\
+         dd if=/tmp/disk.img bs=4096 skip=1 count=1 2>/dev/null | head -c 24; echo\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- blk-lv; cat /tmp/blk.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(blk_lv(), "/usr/bin/blk-lv")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=7"),
+        "{out}\n{}",
+        run.console
+    );
+    // 16 MiB in 512-byte sectors, then L1's bytes as L2 read them, then
+    // L2's bytes as L2 read them back, then as L1 finds them in the file.
+    assert_eq!(
+        &lines[1..5],
+        [
+            "32768",
+            "written-by-l1---",
+            "written-by-l2-on-kcradle",
+            "written-by-l2-on-kcradle"
+        ],
+        "{out}"
+    );
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
+
+/// A program found on PATH (the reference peers are installed by the
+/// project's setup script).
+fn on_path(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{name} not on PATH: run the project's setup script"))
+}
+
+/// Runs in L2: mounts the share, reads L1's file, writes its own.
+const FS_SCRIPT: &str = "mount -t virtiofs gfs /mnt || echo mount-failed
+cat /mnt/from-l1
+echo written-by-l2 > /mnt/from-l2
+umount /mnt
+devmem 0xfe000000 32 0x02000009
+";
+
+/// A virtio-fs share from the reference virtiofsd in L1 through kcradle's
+/// virtio-pci and vhost-user path (a frontend and a daemon written by
+/// different people).
+#[test]
+fn nested_kcradle_guest_mounts_a_virtiofs_share() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtiofs"])
+        .standalone_initramfs(FS_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "mkdir -p /tmp/share && echo written-by-l1 > /tmp/share/from-l1\n\
+         virtiofsd --socket-path /tmp/fs.sock --shared-dir /tmp/share --sandbox none \
+           --cache never 2> /tmp/fs.err &\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --fs tag=gfs,socket=/tmp/fs.sock \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A0 '^written-by-l1$'\n\
+         cat /tmp/share/from-l2\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- virtiofsd; tail -5 /tmp/fs.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(on_path("virtiofsd"), "/usr/bin/virtiofsd")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=9"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(&lines[1..3], ["written-by-l1", "written-by-l2"], "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
+
+/// The net-tap daemon built next to kcradle (the workspace builds both).
+fn net_tap() -> std::path::PathBuf {
+    let path = std::path::Path::new(KCRADLE).with_file_name("net-tap");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build -p net-tap)",
+        path.display()
+    );
+    path
+}
+
+/// Runs in L2: brings up the NIC with a link-local address and pings L1's
+/// end of the tap; the exit status says whether the ping answered.
+const NET_SCRIPT: &str = "cat /sys/class/net/eth0/address
+ip link set eth0 up
+ip addr add 169.254.10.2/24 dev eth0
+if ping -c 2 -W 3 169.254.10.1 > /dev/null; then echo ping-ok; devmem 0xfe000000 32 0x0200000b
+else echo ping-failed; devmem 0xfe000000 32 0x0200000c; fi
+";
+
+/// A net-tap interface in L1 through kcradle's virtio-pci and vhost-user
+/// path: the guest sees the MAC kcradle was given and reaches L1 over the
+/// tap (link-local addresses, all inside the nested L1).
+#[test]
+fn nested_kcradle_guest_pings_through_net_tap() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtio_net"])
+        .standalone_initramfs(NET_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "net-tap --socket /tmp/net.sock --tap tap0 --sandbox none --seccomp none 2> /tmp/net.err &\n\
+         for i in $(seq 50); do [ -e /sys/class/net/tap0 ] && break; sleep 0.1; done\n\
+         ip link set tap0 up\n\
+         ip addr add 169.254.10.1/24 dev tap0\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --net socket=/tmp/net.sock,mac=52:54:00:12:34:56 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A1 '^52:54:00:12:34:56$'\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- net-tap; tail -5 /tmp/net.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.modules(&["tun"]))
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(net_tap(), "/usr/bin/net-tap")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=11"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(&lines[1..3], ["52:54:00:12:34:56", "ping-ok"], "{out}");
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall

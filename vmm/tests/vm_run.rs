@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cradle_vmm::arch::x86_64::acpi::ACPI_SLEEP_CONTROL_PORT;
 use cradle_vmm::arch::x86_64::lapic::{delivery_mode, read_lapic_reg, APIC_LVT0, APIC_LVT1};
 use cradle_vmm::arch::x86_64::layout::HIMEM_START;
 use cradle_vmm::control::{
@@ -17,6 +18,7 @@ use cradle_vmm::devices::serial::{SerialConsole, COM1_PORT};
 use cradle_vmm::exit::{ExitReason, ExitSignal};
 use cradle_vmm::launch::platform_buses;
 use cradle_vmm::payload::{Asm, CodeMode};
+use cradle_vmm::pci::PciRoot;
 use cradle_vmm::vm::{Vm, VmSpec};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -61,7 +63,8 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
     let out = SharedBuf::default();
     let console = SerialConsole::new(out.clone()).unwrap();
     console.attach_irqfd(vm.fd()).unwrap();
-    let buses = platform_buses(console, &exit, std::time::Instant::now()).unwrap();
+    let pci = Arc::new(Mutex::new(PciRoot::new()));
+    let buses = platform_buses(console, pci, &exit, std::time::Instant::now()).unwrap();
 
     let guard_exit = exit.clone();
     std::thread::spawn(move || {
@@ -109,6 +112,50 @@ fn exit_status_through_the_mmio_control_register() {
         .finish();
     let (reason, _) = run_payload(1, &code);
     assert_eq!(reason, ExitReason::Status(9));
+}
+
+#[test]
+fn acpi_s5_power_off_ends_the_vm_with_status_0() {
+    if !have_kvm() {
+        return;
+    }
+    // SLP_EN | SLP_TYP=5 to the FADT's sleep control register.
+    let code = Asm::new(CodeMode::Long)
+        .out_imm8(0x08, 0) // a write to an unclaimed port is harmless
+        .mov_dx(ACPI_SLEEP_CONTROL_PORT)
+        .mov_al((1 << 5) | (5 << 2))
+        .out_dx_al()
+        .halt_loop()
+        .finish();
+    let (reason, _) = run_payload(1, &code);
+    assert_eq!(reason, ExitReason::PowerOff);
+    assert_eq!(reason.exit_status(), 0);
+}
+
+#[test]
+fn guest_reads_the_host_bridge_through_config_mechanism_1() {
+    if !have_kvm() {
+        return;
+    }
+    // Select 00:00.0 register 0, read vendor/device, report it as the exit
+    // status's low byte and in full on the control port.
+    let code = Asm::new(CodeMode::Long)
+        .mov_dx(0xcf8)
+        .mov_eax(0x8000_0000)
+        .out_dx_eax()
+        .mov_dx(0xcfc)
+        .in_eax_dx()
+        .mov_dx(0x3f8)
+        .out_dx_al() // 0x36: '6'
+        .mov_dx(CONTROL_PORT)
+        .mov_eax(encode_message(ControlMessage::Exit(0)))
+        .out_dx_eax()
+        .halt_loop()
+        .finish();
+    let (reason, output) = run_payload(1, &code);
+    assert_eq!(reason, ExitReason::Status(0));
+    // Vendor 0x1b36: its low byte is ASCII '6'.
+    assert_eq!(output, b"6");
 }
 
 #[test]

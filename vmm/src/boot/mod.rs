@@ -112,8 +112,13 @@ pub struct LoadedLinux {
     pub initrd: Option<(u64, u64)>,
 }
 
-/// Loads `spec` into `mem` and writes the zero page.
-pub fn load_linux(mem: &GuestMemoryMmap, spec: &LinuxBoot) -> Result<LoadedLinux, BootError> {
+/// Loads `spec` into `mem` and writes the zero page, pointing the kernel
+/// at the ACPI tables at `acpi_rsdp` if the VM has them.
+pub fn load_linux(
+    mem: &GuestMemoryMmap,
+    spec: &LinuxBoot,
+    acpi_rsdp: Option<u64>,
+) -> Result<LoadedLinux, BootError> {
     let low_ram_end = low_ram_end(mem);
     let kernel = kernel::load_bzimage(mem, &spec.kernel, low_ram_end)?;
     write_cmdline(mem, &spec.cmdline, kernel.header.cmdline_size)?;
@@ -127,6 +132,7 @@ pub fn load_linux(mem: &GuestMemoryMmap, spec: &LinuxBoot) -> Result<LoadedLinux
         &ZeroPageInputs {
             initrd,
             e820: &e820,
+            acpi_rsdp,
         },
     )?;
     write_boot_params(mem, &params)?;

@@ -35,6 +35,8 @@ pub struct ZeroPageInputs<'a> {
     pub initrd: Option<(u64, u64)>,
     /// The memory map.
     pub e820: &'a [boot_e820_entry],
+    /// Where the ACPI RSDP is, if the VM has ACPI tables.
+    pub acpi_rsdp: Option<u64>,
 }
 
 /// Builds the zero page from the kernel's setup header (as loaded, with
@@ -62,6 +64,7 @@ pub fn build_boot_params(
         return Err(BootParamsError::TooManyE820Entries(inputs.e820.len()));
     }
     params.e820_table[..inputs.e820.len()].copy_from_slice(inputs.e820);
+    params.acpi_rsdp_addr = inputs.acpi_rsdp.unwrap_or(0);
     // At most 128 entries, checked above.
     params.e820_entries = inputs.e820.len() as u8;
     Ok(params)
@@ -101,6 +104,7 @@ mod tests {
             &ZeroPageInputs {
                 initrd: Some((0x1f00_0000, 0x12345)),
                 e820: &map,
+                acpi_rsdp: Some(0xe0000),
             },
         )
         .unwrap();
@@ -116,6 +120,7 @@ mod tests {
         assert_eq!({ params.hdr.ramdisk_size }, 0x12345);
         assert_eq!(params.e820_entries, 1);
         assert_eq!({ params.e820_table[0].size }, 0x9fc00);
+        assert_eq!({ params.acpi_rsdp_addr }, 0xe0000);
     }
 
     #[test]
@@ -124,6 +129,7 @@ mod tests {
         let inputs = ZeroPageInputs {
             initrd: None,
             e820: &map,
+            acpi_rsdp: None,
         };
         assert!(matches!(
             build_boot_params(setup_header::default(), &inputs),
@@ -138,6 +144,7 @@ mod tests {
         let inputs = ZeroPageInputs {
             initrd: None,
             e820: &map,
+            acpi_rsdp: None,
         };
         let params = build_boot_params(setup_header::default(), &inputs).unwrap();
         write_boot_params(&mem, &params).unwrap();

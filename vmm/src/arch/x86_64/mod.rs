@@ -2,6 +2,7 @@
 //! the vCPU register state that the 64-bit Linux boot protocol expects, plus
 //! the real-mode state used by the real-mode payload tests.
 
+pub mod acpi;
 pub mod bootparams;
 pub mod cpuid;
 pub mod e820;

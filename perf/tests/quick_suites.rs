@@ -2,7 +2,7 @@
 //! and the qemu-storage-daemon peer, a parseable report. Figures are not
 //! checked here (these machines are noisy); the harness is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cradle_perf::backend::Backend;
@@ -59,4 +59,66 @@ fn qemu_perf_blk_quick_reports_every_mode_for_ours_and_the_peer() {
     for chart in ["iops-device.svg", "iops-guest.svg"] {
         assert!(out.path().join(chart).exists(), "{chart}");
     }
+}
+
+/// `virtiofsd` as scripts/install-peers installs it.
+fn reference_virtiofsd() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let installed = home.join(".cargo/bin/virtiofsd");
+    if !installed.exists() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-peers");
+        assert!(Command::new(script).status().unwrap().success());
+    }
+    installed
+}
+
+#[test]
+fn qemu_perf_fs_quick_reports_raw_and_guest_for_ours_and_virtiofsd() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_cradle-perf"));
+    let ours = exe.with_file_name("virtiofsd-gfs");
+    assert!(
+        ours.exists(),
+        "virtiofsd-gfs must be built next to cradle-perf"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(&exe)
+        .args(["run", "fs", "--quick", "--out"])
+        .arg(out.path())
+        .arg("--virtiofsd-gfs")
+        .arg(&ours)
+        .arg("--virtiofsd")
+        .arg(reference_virtiofsd())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log: RunLog = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("measurements.json")).unwrap(),
+    )
+    .unwrap();
+    for job in [
+        "fs-randread-4k",
+        "fs-randwrite-4k",
+        "fs-filecreate",
+        "fs-filestat",
+        "fs-filedelete",
+    ] {
+        for (mode, backend) in [
+            (Mode::Raw, Backend::Raw),
+            (Mode::Guest, Backend::VirtiofsdGfs),
+            (Mode::Guest, Backend::Virtiofsd),
+        ] {
+            let found = log.measurements.iter().any(|m| {
+                m.point.job == job
+                    && m.point.mode == mode
+                    && m.backend == backend
+                    && m.total_ios > 0
+            });
+            assert!(found, "no {job} {mode:?} measurement for {backend:?}");
+        }
+    }
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("virtiofsd-gfs / virtiofsd"), "{md}");
+    assert!(md.contains("fs-filecreate x1 jobs (guest)"), "{md}");
 }
