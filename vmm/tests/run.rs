@@ -150,40 +150,26 @@ fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// Until the VMM has its virtio-pci devices, `kcradle boot` refuses the
-/// devices and the pod ends at once: everything run set up (daemons, tap,
-/// nftables table, sockets, record) must still be gone afterwards.
-#[test]
-fn run_in_a_netns_leaves_nothing_behind() {
-    build_binaries();
-    let t = tempfile::tempdir().unwrap();
-    let state = t.path().join("state");
-    let b = summon_bundle(t.path(), &state);
-    let ns = Netns::new();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
+fn start_run(ns: &Netns, b: &Path, state: &Path, kernel: Option<&Path>) -> std::process::Child {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0])
         .arg(env!("CARGO_BIN_EXE_kcradle"))
         .arg("run")
-        .arg(&b)
+        .arg(b)
         .arg("--state-dir")
-        .arg(&state)
+        .arg(state)
         .env("KCRADLE_BIN_DIR", bin_dir())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_output(child, Duration::from_secs(120));
-    let err = String::from_utf8_lossy(&out.stderr);
-    eprintln!("kcradle run: {:?}\n{err}", out.status);
-    assert!(out.status.code().is_some(), "killed by a signal: {err}");
-    // The daemons did start (their logs exist) ...
-    for log in ["fs-rootfs", "fs-shared", "blk-data", "net"] {
-        assert!(
-            b.join("logs").join(format!("{log}.log")).is_file(),
-            "{log} was not started: {err}"
-        );
+        .stderr(Stdio::piped());
+    if let Some(k) = kernel {
+        cmd.arg("--kernel").arg(k);
     }
-    // ... and nothing of the pod is left.
+    cmd.spawn().unwrap()
+}
+
+/// Nothing of the pod is left: processes, tap, nftables table, sockets,
+/// pod record.
+fn assert_torn_down(ns: &Netns, b: &Path, state: &Path) {
     let b_str = b.to_str().unwrap();
     assert_eq!(processes_mentioning(b_str), Vec::<String>::new());
     assert!(!ns.sh(&["ip", "-o", "link"]).contains("kc0"));
@@ -192,10 +178,37 @@ fn run_in_a_netns_leaves_nothing_behind() {
     assert!(!b.join("docker.sock").exists());
     let ps = kcradle()
         .args(["ps", "--state-dir"])
-        .arg(&state)
+        .arg(state)
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&ps.stdout).lines().count(), 1);
+}
+
+/// The VM fails to start (a file that is not a kernel): every daemon was
+/// started, and everything is gone when `run` returns the VMM's status.
+#[test]
+fn run_in_a_netns_leaves_nothing_behind_when_the_vm_fails() {
+    build_binaries();
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let b = summon_bundle(t.path(), &state);
+    let release = cradle_vmm::launcher::initrd::default_kernel().unwrap().1;
+    let fake = t.path().join(format!("vmlinuz-{release}"));
+    fs::write(&fake, vec![0u8; 4096]).unwrap();
+    let ns = Netns::new();
+    let out = wait_output(
+        start_run(&ns, &b, &state, Some(&fake)),
+        Duration::from_secs(120),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for log in ["fs-rootfs", "fs-shared", "blk-data", "net"] {
+        assert!(
+            b.join("logs").join(format!("{log}.log")).is_file(),
+            "{log} was not started: {err}"
+        );
+    }
+    assert_torn_down(&ns, &b, &state);
     // A stopped bundle: stop says so, rm deletes it.
     let st = kcradle()
         .arg("stop")
@@ -214,7 +227,7 @@ fn run_in_a_netns_leaves_nothing_behind() {
         .unwrap();
     assert!(st.success());
     assert!(!b.exists());
-    // rm of something that is not a bundle: exit 2.
+    // rm of something that is not a bundle: exit 2, nothing deleted.
     let out = kcradle()
         .arg("rm")
         .arg(t.path())
@@ -224,6 +237,59 @@ fn run_in_a_netns_leaves_nothing_behind() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(t.path().join("img.tar").exists());
+}
+
+/// A pod whose VM is running (the Debian kernel on this host's slow KVM,
+/// or failing early where there is none): while it runs, `ps` lists it and
+/// its tap, rules and daemons exist; `kcradle stop` ends it and nothing is
+/// left.
+#[test]
+fn stop_tears_down_a_running_pod() {
+    build_binaries();
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let b = summon_bundle(t.path(), &state);
+    let ns = Netns::new();
+    let mut child = start_run(&ns, &b, &state, None);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut was_running = false;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if b.join("docker.sock").exists() {
+            was_running = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if was_running {
+        let ps = kcradle()
+            .args(["ps", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(ps.contains("169.254.128.2"), "{ps}");
+        assert!(ns.sh(&["ip", "-o", "link"]).contains("kc0"));
+        assert!(ns.sh(&["nft", "list", "tables"]).contains("kcradle-0"));
+        assert!(processes_mentioning(b.to_str().unwrap()).len() >= 5);
+        let st = kcradle()
+            .arg("stop")
+            .arg(&b)
+            .arg("--state-dir")
+            .arg(&state)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = wait_output(child, Duration::from_secs(60));
+    eprintln!(
+        "was running: {was_running}; run ended {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_torn_down(&ns, &b, &state);
 }
 
 /// docker.sock reaches a real vdocker: cradle-init in host mode on the
