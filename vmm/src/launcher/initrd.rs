@@ -78,7 +78,8 @@ pub fn guest_initramfs(cache: &Path, release: &str) -> Result<(PathBuf, Vec<Stri
     fs.binary_at(&find_binary("cradle-init")?, "/init")?;
     for mkfs in ["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"] {
         if Path::new(mkfs).is_file() {
-            fs.binary_at(Path::new(mkfs), "/sbin/mkfs.ext4")?;
+            // cradle-init runs it by name: put it on the default PATH.
+            fs.binary_at(Path::new(mkfs), "/bin/mkfs.ext4")?;
             break;
         }
     }
