@@ -425,7 +425,8 @@ impl Puller {
                 reference = pick.digest().to_string();
                 continue;
             }
-            if media.contains("manifest.v1+prettyjws") || media.contains("manifest.v1+json") {
+            // Docker schema 1 (signed or not) has no content-addressed config.
+            if media.contains("distribution.manifest.v1") {
                 return Err(ImageError::Unsupported(format!("manifest type {media}")));
             }
             break ImageManifest::from_reader(&body[..]).map_err(|e| ImageError::Json {
