@@ -4,11 +4,14 @@
 //!
 //! | value | meaning |
 //! |---|---|
-//! | `0x0000_0001` | cradle-init started (PID 1 running) |
-//! | `0x0000_0002` | a container's command was exec'd |
-//! | `0x0000_0003` | network configured |
-//! | `0x0000_0004` | vdocker listening |
-//! | `0x0000_0100 \| status` | the pod ended with exit status `status` (0..=255), power-off follows |
+//! | `0x0100_0001` | cradle-init started (PID 1 running) |
+//! | `0x0100_0002` | a container's command was exec'd |
+//! | `0x0100_0003` | network configured |
+//! | `0x0100_0004` | vdocker listening |
+//! | `0x0200_0000 \| status` | the pod ended with exit status `status` (0..=255), power-off follows |
+//!
+//! This is the VMM's encoding (`vmm/src/control.rs`): command in the top
+//! byte (1 milestone, 2 exit), argument below.
 //!
 //! Only written when the pod config sets `control_port` (the launcher does
 //! so for cradle VMs): on any other machine port 0x600 may belong to a real
@@ -36,11 +39,11 @@ impl Milestone {
     /// The 32-bit value written to the port.
     pub fn value(self) -> u32 {
         match self {
-            Milestone::InitStarted => 1,
-            Milestone::ContainerStarted => 2,
-            Milestone::NetworkUp => 3,
-            Milestone::VdockerListening => 4,
-            Milestone::Exit(s) => 0x100 | u32::from(s),
+            Milestone::InitStarted => 0x0100_0001,
+            Milestone::ContainerStarted => 0x0100_0002,
+            Milestone::NetworkUp => 0x0100_0003,
+            Milestone::VdockerListening => 0x0100_0004,
+            Milestone::Exit(s) => 0x0200_0000 | u32::from(s),
         }
     }
 }
@@ -93,9 +96,9 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(Milestone::InitStarted.value(), 1);
-        assert_eq!(Milestone::Exit(3).value(), 0x103);
-        assert_eq!(Milestone::Exit(0).value(), 0x100);
+        assert_eq!(Milestone::InitStarted.value(), 0x0100_0001);
+        assert_eq!(Milestone::Exit(3).value(), 0x0200_0003);
+        assert_eq!(Milestone::Exit(0).value(), 0x0200_0000);
         // A disabled port never touches the hardware.
         ControlPort::new(false).report(Milestone::InitStarted);
         assert!(!ControlPort::new(false).enabled());
