@@ -128,6 +128,11 @@ pub struct RunArgs {
     /// [default: the installed Debian cloud kernel].
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Sandbox mode for every device daemon: namespace (their default),
+    /// chroot (where pivot_root cannot work, e.g. a host running from an
+    /// initramfs) or none.
+    #[arg(long, value_parser = ["namespace", "chroot", "none"])]
+    pub sandbox: Option<String>,
     /// The state directory.
     #[command(flatten)]
     pub state: StateArgs,
@@ -139,6 +144,7 @@ pub fn run_run(a: RunArgs) -> ExitCode {
         dir: a.dir,
         kernel: a.kernel,
         state: StateDir::resolve(a.state.state_dir.as_deref()),
+        sandbox: a.sandbox,
     };
     match run(&opts) {
         Ok(status) => ExitCode::from(status),

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub kernel: Option<PathBuf>,
     /// State directory.
     pub state: StateDir,
+    /// `--sandbox` given to every daemon (their default when absent).
+    pub sandbox: Option<String>,
 }
 
 /// Why the pod could not run.
@@ -231,7 +233,11 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
 
     let plan = daemons::plan(&bundle, &layout, &net);
     for spec in &plan {
-        let child = daemons::start(spec, &layout.logs())?;
+        let mut spec = spec.clone();
+        if let Some(mode) = &o.sandbox {
+            spec.args.extend(["--sandbox".to_string(), mode.clone()]);
+        }
+        let child = daemons::start(&spec, &layout.logs())?;
         pod.daemons.push(child);
         if SIGNALLED.load(Ordering::SeqCst) != 0 {
             return Ok(128 + SIGNALLED.load(Ordering::SeqCst) as u8);
