@@ -325,7 +325,9 @@ fn docker_cli_through_docker_sock() {
             break addr.rsplit(':').next().unwrap().parse().unwrap();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::spawn(move || {
+        lines.for_each(|l| eprintln!("cradle-init: {}", l.unwrap_or_default()))
+    });
     let sock = b.join("docker.sock");
     let proxy = DockerProxy::start(&sock, ([127, 0, 0, 1], port).into()).unwrap();
     let host = format!("unix://{}", sock.display());
@@ -336,6 +338,15 @@ fn docker_cli_through_docker_sock() {
             .output()
             .unwrap()
     };
+    // vdocker listens before the container has started: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !docker(&["exec", "main", "/bin/busybox", "true"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the container never ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = docker(&["exec", "main", "/bin/busybox", "echo", "through the sock"]);
     assert!(
         out.status.success(),
