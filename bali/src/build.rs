@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use cradle_image::{ImageConfig, ImageRef, UnpackOptions};
+use cradle_image::{ImageConfig, ImageRef, PullOptions, UnpackOptions};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::copy::{copy_sources, CopyOptions};
@@ -32,6 +33,56 @@ pub struct BuildOptions {
     pub work_dir: PathBuf,
 }
 
+/// Why one Dockerfile step failed. The doc comment is the message.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// only ARG may precede FROM
+    #[error("only ARG may come before FROM")]
+    BeforeFrom,
+    /// a second FROM
+    #[error("multi-stage builds (a second FROM) are not supported")]
+    MultiStage,
+    /// FROM syntax
+    #[error("expected FROM IMAGE [AS NAME]")]
+    FromSyntax,
+    /// ARG without a name
+    #[error("ARG needs a name")]
+    ArgName,
+    /// COPY/ADD with fewer than two words
+    #[error("COPY/ADD needs a source and a destination")]
+    CopyArgs,
+    /// --chmod that is not octal permission bits
+    #[error("bad --chmod {0:?}")]
+    Chmod(String),
+    /// EXPOSE value
+    #[error("bad EXPOSE port {0:?}")]
+    Port(String),
+    /// a RUN command exited unsuccessfully
+    #[error("RUN {0:?} failed: {1}")]
+    RunFailed(String, std::process::ExitStatus),
+    /// the `bali:` base image
+    #[error("{0}: {1}")]
+    Base(PathBuf, crate::pack::PackError),
+    /// opening a file
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// variable expansion
+    #[error(transparent)]
+    Expand(#[from] dockerfile::ExpandError),
+    /// COPY/ADD
+    #[error(transparent)]
+    Copy(#[from] crate::copy::CopyError),
+    /// USER or --chown
+    #[error(transparent)]
+    User(#[from] users::UserError),
+    /// preparing or starting a RUN step
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// the base image
+    #[error(transparent)]
+    Image(#[from] cradle_image::ImageError),
+}
+
 /// A build failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -39,12 +90,12 @@ pub enum BuildError {
     #[error(transparent)]
     Parse(#[from] dockerfile::ParseError),
     /// A step failed.
-    #[error("Dockerfile line {line}: {msg}")]
+    #[error("Dockerfile line {line}: {err}")]
     Step {
         /// Line of the step.
         line: usize,
         /// What went wrong.
-        msg: String,
+        err: StepError,
     },
     /// Setting up the build failed.
     #[error("{0}")]
@@ -60,6 +111,12 @@ struct Builder<'a> {
     args: BTreeMap<String, String>,
     ignore: Ignore,
     from_seen: bool,
+    /// Where registry layers are downloaded (inside the build's temp dir).
+    blob_cache: PathBuf,
+    /// Build args some ARG declared.
+    consumed: std::collections::BTreeSet<String>,
+    /// (dev, inode) of the build's temp dir, which COPY must not see.
+    work_id: Option<(u64, u64)>,
 }
 
 /// Runs the build; returns the final rootfs's temp dir and config for the
@@ -86,15 +143,23 @@ pub fn build(opts: &BuildOptions) -> Result<(tempfile::TempDir, ImageConfig), Bu
         args: BTreeMap::new(),
         ignore,
         from_seen: false,
+        blob_cache: tmp.path().join("blobs"),
+        consumed: Default::default(),
+        work_id: fs::metadata(tmp.path()).ok().map(|m| (m.dev(), m.ino())),
     };
     for step in &steps {
-        b.step(step).map_err(|msg| BuildError::Step {
+        b.step(step).map_err(|err| BuildError::Step {
             line: step.line,
-            msg,
+            err,
         })?;
     }
     if !b.from_seen {
         return Err(BuildError::Setup("Dockerfile has no FROM".into()));
+    }
+    for k in opts.build_args.keys() {
+        if !b.consumed.contains(k) {
+            eprintln!("bali: warning: --build-arg {k} is not declared by any ARG");
+        }
     }
     let config = b.config;
     Ok((tmp, config))
@@ -112,7 +177,7 @@ impl Builder<'_> {
         v
     }
 
-    fn one_word(&self, raw: &str) -> Result<String, String> {
+    fn one_word(&self, raw: &str) -> Result<String, StepError> {
         Ok(words(raw, &self.vars())?.join(" "))
     }
 
@@ -124,11 +189,11 @@ impl Builder<'_> {
         }
     }
 
-    fn step(&mut self, step: &Step) -> Result<(), String> {
+    fn step(&mut self, step: &Step) -> Result<(), StepError> {
         match &step.instruction {
             Instruction::Arg(raw) => return self.arg(raw),
             Instruction::From(raw) => return self.from(raw),
-            _ if !self.from_seen => return Err("only ARG may come before FROM".into()),
+            _ if !self.from_seen => return Err(StepError::BeforeFrom),
             _ => {}
         }
         match &step.instruction {
@@ -153,7 +218,7 @@ impl Builder<'_> {
                 } else {
                     format!("{}/{w}", self.workdir().trim_end_matches('/'))
                 };
-                host_dir(&self.root, &abs).map_err(|e| e.to_string())?;
+                host_dir(&self.root, &abs)?;
                 self.config.working_dir = abs;
                 Ok(())
             }
@@ -195,14 +260,17 @@ impl Builder<'_> {
         cmd.argv()
     }
 
-    fn arg(&mut self, raw: &str) -> Result<(), String> {
+    fn arg(&mut self, raw: &str) -> Result<(), StepError> {
         for w in words(raw, &self.vars())? {
             let (name, default) = match w.split_once('=') {
                 Some((n, d)) => (n.to_string(), Some(d.to_string())),
                 None => (w, None),
             };
             if name.is_empty() {
-                return Err("ARG needs a name".into());
+                return Err(StepError::ArgName);
+            }
+            if self.opts.build_args.contains_key(&name) {
+                self.consumed.insert(name.clone());
             }
             match self.opts.build_args.get(&name).cloned().or(default) {
                 Some(v) => self.args.insert(name, v),
@@ -212,16 +280,16 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn from(&mut self, raw: &str) -> Result<(), String> {
+    fn from(&mut self, raw: &str) -> Result<(), StepError> {
         if self.from_seen {
-            return Err("multi-stage builds (a second FROM) are not supported".into());
+            return Err(StepError::MultiStage);
         }
         self.from_seen = true;
         let w = words(raw, &self.vars())?;
         let image = match w.as_slice() {
             [image] => image.clone(),
             [image, as_, _name] if as_.eq_ignore_ascii_case("as") => image.clone(),
-            _ => return Err("expected FROM IMAGE [AS NAME]".into()),
+            _ => return Err(StepError::FromSyntax),
         };
         // ARGs before FROM are only visible to FROM itself.
         self.args.clear();
@@ -230,25 +298,31 @@ impl Builder<'_> {
         }
         if let Some(path) = image.strip_prefix("bali:") {
             let p = self.opts.context.join(path);
-            let f = fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let f = fs::File::open(&p).map_err(|e| StepError::Io(p.clone(), e))?;
             self.config = crate::pack::read_image(
                 std::io::BufReader::new(f),
                 &self.opts.from_key,
                 &self.root,
                 true,
             )
-            .map_err(|e| format!("{}: {e}", p.display()))?;
+            .map_err(|e| StepError::Base(p.clone(), e))?;
             return Ok(());
         }
-        let r = ImageRef::parse(&image, &self.opts.context).map_err(|e| e.to_string())?;
-        let img = r.open().map_err(|e| e.to_string())?;
-        img.unpack(&self.root, &UnpackOptions::default())
-            .map_err(|e| e.to_string())?;
+        let r = ImageRef::parse(&image, &self.opts.context)?;
+        let mut pull = PullOptions::new(&self.blob_cache);
+        if let Some(reg) = std::env::var("BALI_REGISTRY")
+            .ok()
+            .filter(|r| !r.is_empty())
+        {
+            pull.default_registry = reg;
+        }
+        let img = r.open_with(&pull)?;
+        img.unpack(&self.root, &UnpackOptions::default())?;
         self.config = img.config;
         Ok(())
     }
 
-    fn run(&mut self, cmd: &Command) -> Result<(), String> {
+    fn run(&mut self, cmd: &Command) -> Result<(), StepError> {
         let argv = cmd.argv();
         let mut env = self.config.env.clone();
         for (k, v) in &self.args {
@@ -264,12 +338,14 @@ impl Builder<'_> {
         } else {
             &self.config.user
         };
-        let ident = users::resolve(&self.root, user).map_err(|e| e.to_string())?;
+        let ident = users::resolve(&self.root, user)?;
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", ident.home.as_deref().unwrap_or("/")));
+        }
         let _ = std::io::stdout().flush();
-        let status = run_in_root(&self.root, &argv, &env, &self.workdir(), &ident)
-            .map_err(|e| e.to_string())?;
+        let status = run_in_root(&self.root, &argv, &env, &self.workdir(), &ident)?;
         if !status.success() {
-            return Err(format!("RUN {:?} failed: {status}", argv.join(" ")));
+            return Err(StepError::RunFailed(argv.join(" "), status));
         }
         Ok(())
     }
@@ -281,7 +357,7 @@ impl Builder<'_> {
         chown: Option<&str>,
         chmod: Option<&str>,
         add: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let vars = self.vars();
         let mut list = Vec::new();
         for a in args {
@@ -293,14 +369,16 @@ impl Builder<'_> {
             }
         }
         if list.len() < 2 {
-            return Err("COPY/ADD needs a source and a destination".into());
+            return Err(StepError::CopyArgs);
         }
         let dest = list.pop().unwrap_or_default();
         let owner = match chown {
             Some(spec) => {
                 let spec = words(spec, &vars)?.join(" ");
-                let id = users::resolve(&self.root, &spec).map_err(|e| e.to_string())?;
-                Some((id.uid, id.gid))
+                let id = users::resolve(&self.root, &spec)?;
+                // As in Docker: without a group, the gid is the uid's number.
+                let gid = if spec.contains(':') { id.gid } else { id.uid };
+                Some((id.uid, gid))
             }
             None => None,
         };
@@ -309,7 +387,7 @@ impl Builder<'_> {
                 u32::from_str_radix(m, 8)
                     .ok()
                     .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| format!("bad --chmod {m:?}"))?,
+                    .ok_or_else(|| StepError::Chmod(m.to_string()))?,
             ),
             None => None,
         };
@@ -318,7 +396,7 @@ impl Builder<'_> {
         } else {
             format!("{}/{dest}", self.workdir().trim_end_matches('/'))
         };
-        copy_sources(
+        Ok(copy_sources(
             &CopyOptions {
                 context: &self.opts.context,
                 ignore: &self.ignore,
@@ -326,14 +404,15 @@ impl Builder<'_> {
                 owner,
                 mode,
                 add,
+                skip_dir: self.work_id,
             },
             &list,
             &dest,
-        )
+        )?)
     }
 }
 
-fn normalize_port(p: &str) -> Result<String, String> {
+fn normalize_port(p: &str) -> Result<String, StepError> {
     let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
     let proto = proto.to_ascii_lowercase();
     let valid = |s: &str| s.parse::<u16>().is_ok_and(|n| n > 0);
@@ -342,7 +421,7 @@ fn normalize_port(p: &str) -> Result<String, String> {
         None => valid(port),
     };
     if !ok || !["tcp", "udp", "sctp"].contains(&proto.as_str()) {
-        return Err(format!("bad EXPOSE port {p:?}"));
+        return Err(StepError::Port(p.to_string()));
     }
     Ok(format!("{port}/{proto}"))
 }

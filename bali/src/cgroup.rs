@@ -7,7 +7,34 @@
 //! otherwise it says why and exits before starting anything.
 
 use std::fs;
+use std::io;
 use std::path::PathBuf;
+
+/// Why `-m` cannot be applied. The doc comment is the message.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// the size does not parse
+    #[error("-m {0:?}: expected a size of at least 1M such as 64M or 1G")]
+    BadSize(String),
+    /// not in a cgroup v2 hierarchy
+    #[error("cannot apply -m: this process is not in a cgroup v2 hierarchy")]
+    NotV2,
+    /// cgroup2 not mounted
+    #[error("cannot apply -m: cgroup v2 is not mounted")]
+    NotMounted,
+    /// memory controller not enabled for our cgroup
+    #[error(
+        "cannot apply -m: the memory controller is not enabled for cgroup {0} \
+         (not delegated; e.g. run under a systemd unit with Delegate=yes or use MemoryMax=)"
+    )]
+    NotDelegated(PathBuf),
+    /// memory.max not writable
+    #[error("cannot apply -m: {0} is not writable (cgroup not delegated to this user)")]
+    NotWritable(PathBuf),
+    /// reading /proc or writing the limit failed
+    #[error("cannot apply -m: {0}: {1}")]
+    Io(PathBuf, io::Error),
+}
 
 /// A checked, not yet applied, limit.
 #[derive(Debug)]
@@ -17,7 +44,7 @@ pub struct Limit {
 }
 
 /// Parses `64M`, `1g`, `512k`, `1048576` (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, CgroupError> {
     let t = s.trim().to_ascii_lowercase();
     let t = t
         .strip_suffix("ib")
@@ -34,18 +61,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .filter(|&n| n >= 1 << 20)
-        .ok_or_else(|| format!("-m {s:?}: expected a size of at least 1M such as 64M or 1G"))
+        .ok_or_else(|| CgroupError::BadSize(s.to_string()))
 }
 
 /// The cgroup v2 directory of this process, if cgroup v2 is mounted.
-fn own_cgroup() -> Result<PathBuf, String> {
-    let cg =
-        fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+fn own_cgroup() -> Result<PathBuf, CgroupError> {
+    let read = |p: &str| fs::read_to_string(p).map_err(|e| CgroupError::Io(p.into(), e));
+    let cg = read("/proc/self/cgroup")?;
     let rel = cg
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("cannot apply -m: this process is not in a cgroup v2 hierarchy")?;
-    let mi = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+        .ok_or(CgroupError::NotV2)?;
+    let mi = read("/proc/self/mountinfo")?;
     let mnt = mi
         .lines()
         .find_map(|l| {
@@ -53,38 +80,31 @@ fn own_cgroup() -> Result<PathBuf, String> {
             (post.split_whitespace().next()? == "cgroup2")
                 .then(|| pre.split(' ').nth(4).map(str::to_string))?
         })
-        .ok_or("cannot apply -m: cgroup v2 is not mounted")?;
+        .ok_or(CgroupError::NotMounted)?;
     Ok(PathBuf::from(mnt).join(rel.trim_start_matches('/')))
 }
 
 /// Checks that `memory.max` of bali's cgroup can be written.
-pub fn prepare(bytes: u64) -> Result<Limit, String> {
+pub fn prepare(bytes: u64) -> Result<Limit, CgroupError> {
     let dir = own_cgroup()?;
     let file = dir.join("memory.max");
     if !file.exists() {
-        return Err(format!(
-            "cannot apply -m: the memory controller is not enabled for cgroup {} \
-             (not delegated; e.g. run under a systemd unit with Delegate=yes or use MemoryMax=)",
-            dir.display()
-        ));
+        return Err(CgroupError::NotDelegated(dir));
     }
-    let c =
-        std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
+        .map_err(|_| CgroupError::NotWritable(file.clone()))?;
     // SAFETY: `c` is a valid NUL-terminated path; access only reads it.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-        return Err(format!(
-            "cannot apply -m: {} is not writable (cgroup not delegated to this user)",
-            file.display()
-        ));
+        return Err(CgroupError::NotWritable(file));
     }
     Ok(Limit { file, bytes })
 }
 
 impl Limit {
     /// Writes the limit.
-    pub fn apply(&self) -> Result<(), String> {
+    pub fn apply(&self) -> Result<(), CgroupError> {
         fs::write(&self.file, self.bytes.to_string())
-            .map_err(|e| format!("cannot apply -m: {}: {e}", self.file.display()))
+            .map_err(|e| CgroupError::Io(self.file.clone(), e))
     }
 }
 

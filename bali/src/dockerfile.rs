@@ -18,6 +18,23 @@ pub struct ParseError {
     pub msg: String,
 }
 
+/// A word or variable that does not expand. The doc comment is the message.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// a quote is not closed
+    #[error("unterminated quote")]
+    UnterminatedQuote,
+    /// a `${` is not closed
+    #[error("unterminated ${{")]
+    UnterminatedBrace,
+    /// a `${...}` form that is not a supported variable expression
+    #[error("bad variable ${{{0}}}")]
+    BadVariable(String),
+    /// a word that should be KEY=VALUE
+    #[error("expected KEY=VALUE, got {0:?}")]
+    NotKeyValue(String),
+}
+
 /// A command in exec form (argv) or shell form (one string for `sh -c`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -198,7 +215,7 @@ fn parse_copy(line: usize, rest: &str, add: bool) -> Result<Instruction, ParseEr
 /// like: whitespace separates words, quotes group and are removed,
 /// backslash escapes, and `$VAR` forms expand from `vars` except inside
 /// single quotes.
-pub fn words(s: &str, vars: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+pub fn words(s: &str, vars: &BTreeMap<String, String>) -> Result<Vec<String>, ExpandError> {
     let chars: Vec<char> = s.chars().collect();
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -240,7 +257,7 @@ pub fn words(s: &str, vars: &BTreeMap<String, String>) -> Result<Vec<String>, St
         i += 1;
     }
     if quote.is_some() {
-        return Err("unterminated quote".into());
+        return Err(ExpandError::UnterminatedQuote);
     }
     if in_word {
         out.push(cur);
@@ -253,13 +270,13 @@ fn expand_at(
     chars: &[char],
     i: usize,
     vars: &BTreeMap<String, String>,
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize), ExpandError> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     if chars.get(i + 1) == Some(&'{') {
         let close = chars[i + 2..]
             .iter()
             .position(|&c| c == '}')
-            .ok_or("unterminated ${")?
+            .ok_or(ExpandError::UnterminatedBrace)?
             + i
             + 2;
         let inner: String = chars[i + 2..close].iter().collect();
@@ -268,7 +285,7 @@ fn expand_at(
             None => (inner.as_str(), None),
         };
         if name.is_empty() || !name.chars().all(is_name) {
-            return Err(format!("bad variable ${{{inner}}}"));
+            return Err(ExpandError::BadVariable(inner));
         }
         let val = vars.get(name).filter(|v| !v.is_empty());
         let out = match op {
@@ -295,7 +312,7 @@ pub fn key_values(
     s: &str,
     vars: &BTreeMap<String, String>,
     legacy: bool,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, ExpandError> {
     let first = s.split_whitespace().next().unwrap_or("");
     if legacy && !first.contains('=') {
         let rest = s.trim_start()[first.len()..].trim();
@@ -306,7 +323,7 @@ pub fn key_values(
         .into_iter()
         .map(|w| match w.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(format!("expected KEY=VALUE, got {w:?}")),
+            _ => Err(ExpandError::NotKeyValue(w)),
         })
         .collect()
 }

@@ -1,7 +1,6 @@
 //! The `bali` command line.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,8 +79,8 @@ enum Cmd {
     },
     /// Exit 0 only for an intact image signed by the given key.
     Verify {
-        /// The image file.
-        pkg: PathBuf,
+        /// Image path, file://, http:// or https:// URL.
+        pkg: String,
         /// Key id (`bali1...`); defaults to the local key's id.
         #[arg(long)]
         key: Option<String>,
@@ -179,10 +178,7 @@ fn run(cli: Cli) -> Result<()> {
             command,
         } => {
             let key = verifying_key(id.as_deref())?;
-            let memory = memory
-                .map(|m| bali::cgroup::parse_size(&m))
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+            let memory = memory.map(|m| bali::cgroup::parse_size(&m)).transpose()?;
             let volumes = volumes
                 .iter()
                 .map(|v| bali::run::Volume::parse(v))
@@ -214,10 +210,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Verify { pkg, key: id } => {
             let vk = verifying_key(id.as_deref())?;
-            let f = File::open(&pkg).with_context(|| format!("{}", pkg.display()))?;
-            sign::verify_reader(BufReader::new(f), &vk)
-                .with_context(|| format!("{}", pkg.display()))?;
-            println!("{}: signed by {}", pkg.display(), key::key_id(&vk));
+            let src = bali::run::open_source(&pkg)?;
+            sign::verify_reader(src, &vk).with_context(|| pkg.clone())?;
+            println!("{pkg}: signed by {}", key::key_id(&vk));
             Ok(())
         }
     }

@@ -99,6 +99,15 @@ fn walk<W: Write>(
         if ft.is_socket() {
             continue;
         }
+        let attrs = xattrs_of(&p);
+        if !attrs.is_empty() {
+            let pax: Vec<(String, &[u8])> = attrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), &v[..]))
+                .collect();
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(ioe(&p))?;
+        }
         let mut h = tar::Header::new_gnu();
         h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
         if ft.is_dir() {
@@ -131,6 +140,22 @@ fn walk<W: Write>(
         }
     }
     Ok(())
+}
+
+/// Extended attributes worth carrying in an image (file capabilities,
+/// `user.*`, `trusted.*`), as Docker does; SELinux labels and ACLs stay
+/// with the host.
+fn xattrs_of(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(names) = xattr::list(p) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Vec<u8>)> = names
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| !n.starts_with("security.selinux") && !n.starts_with("system."))
+        .filter_map(|n| xattr::get(p, &n).ok().flatten().map(|v| (n, v)))
+        .collect();
+    out.sort();
+    out
 }
 
 /// Unpacks a signed image into `root` while verifying it, then reads and
@@ -169,4 +194,65 @@ pub fn read_image<R: Read>(
         Err(_) => {}
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cap_net_raw+ep` as stored in security.capability (VFS_CAP_REVISION_2).
+    const CAP_NET_RAW: [u8; 20] = [
+        0x01, 0, 0, 0x02, 0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn round_trip_keeps_metadata_links_and_capabilities() {
+        let src = tempfile::tempdir().unwrap();
+        let r = src.path();
+        fs::create_dir(r.join("bin")).unwrap();
+        fs::write(r.join("bin/ping"), b"elf").unwrap();
+        xattr::set(r.join("bin/ping"), "security.capability", &CAP_NET_RAW).unwrap();
+        xattr::set(r.join("bin/ping"), "user.note", b"hi").unwrap();
+        fs::hard_link(r.join("bin/ping"), r.join("bin/ping2")).unwrap();
+        std::os::unix::fs::symlink("ping", r.join("bin/p")).unwrap();
+        std::os::unix::fs::lchown(r.join("bin/p"), Some(7), Some(8)).unwrap();
+        // A stale config dir in the rootfs is replaced, not packed.
+        fs::create_dir(r.join(".bali")).unwrap();
+        fs::write(r.join(".bali/config.json"), b"{}").unwrap();
+        let cfg = ImageConfig {
+            cmd: Some(vec!["/bin/ping".into()]),
+            ..Default::default()
+        };
+        let key = SigningKey::from_bytes(&[9; 32]);
+        let img = write_image(r, &cfg, Vec::new(), &key).unwrap();
+
+        let dst = tempfile::tempdir().unwrap();
+        let d = dst.path();
+        let got = read_image(&img[..], &key.verifying_key(), d, true).unwrap();
+        assert_eq!(got, cfg);
+        assert!(!d.join(".bali").exists());
+        assert_eq!(fs::read(d.join("bin/ping2")).unwrap(), b"elf");
+        let (a, b) = (
+            fs::metadata(d.join("bin/ping")).unwrap(),
+            fs::metadata(d.join("bin/ping2")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "hard link kept");
+        let l = fs::symlink_metadata(d.join("bin/p")).unwrap();
+        assert_eq!((l.uid(), l.gid()), (7, 8));
+        assert_eq!(
+            xattr::get(d.join("bin/ping"), "security.capability").unwrap(),
+            Some(CAP_NET_RAW.to_vec())
+        );
+        assert_eq!(
+            xattr::get(d.join("bin/ping"), "user.note").unwrap(),
+            Some(b"hi".to_vec())
+        );
+        // Another key: refused, whatever was unpacked is the caller's to drop.
+        let other = SigningKey::from_bytes(&[10; 32]).verifying_key();
+        let dst2 = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            read_image(&img[..], &other, dst2.path(), true),
+            Err(PackError::Sign(SignError::BadSignature(_)))
+        ));
+    }
 }

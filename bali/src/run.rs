@@ -101,9 +101,18 @@ pub enum RunError {
     /// Setting up the namespace failed.
     #[error("{0}: {1}")]
     Setup(String, io::Error),
-    /// The service could not be prepared or executed.
-    #[error("{0}")]
-    Exec(String),
+    /// The service could not be executed.
+    #[error("executing {0}: {1}")]
+    Exec(String, io::Error),
+    /// A path in the image could not be prepared, or the command is missing.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The user does not exist in the image.
+    #[error(transparent)]
+    User(#[from] users::UserError),
+    /// The memory limit cannot be applied.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
 }
 
 fn setup(what: &str) -> impl Fn(io::Error) -> RunError + '_ {
@@ -153,9 +162,15 @@ fn bind(src: &str, target: &Path, readonly: bool) -> Result<(), RunError> {
 }
 
 /// Opens the image bytes: a file or a streamed HTTP(S) response.
-fn open_source(pkg: &str) -> Result<Box<dyn Read>, RunError> {
+pub fn open_source(pkg: &str) -> Result<Box<dyn Read>, RunError> {
     if pkg.starts_with("http://") || pkg.starts_with("https://") {
-        let resp = ureq::get(pkg)
+        // Bounded waits, not a bounded total: big images take their time.
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(15))
+            .timeout_read(std::time::Duration::from_secs(60))
+            .build();
+        let resp = agent
+            .get(pkg)
             .call()
             .map_err(|e| RunError::Fetch(pkg.into(), one_line(&e.to_string())))?;
         return Ok(Box::new(resp.into_reader()));
@@ -191,7 +206,7 @@ fn open_volumes(vols: &[Volume]) -> Result<Vec<(OwnedFd, bool)>, RunError> {
 /// Returns only on error.
 pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
     let limit = match opts.memory {
-        Some(bytes) => Some(cgroup::prepare(bytes).map_err(RunError::Usage)?),
+        Some(bytes) => Some(cgroup::prepare(bytes)?),
         None => None,
     };
     let source = open_source(&opts.pkg)?;
@@ -219,7 +234,9 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
         "bali",
         root,
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
+        // nodev: device nodes in an image are not honoured (the service
+        // gets bali's own /dev). setuid programs work, as under docker.
+        libc::MS_NODEV,
         Some("mode=0755"),
     )?;
     let config = crate::pack::read_image(source, &opts.key, root, true)
@@ -237,7 +254,7 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
     }
     drop(volumes);
     if let Some(l) = limit {
-        l.apply().map_err(RunError::Usage)?;
+        l.apply()?;
     }
     enter_root(root)?;
     plan.exec()
@@ -245,14 +262,13 @@ pub fn run(opts: RunOptions) -> Result<Infallible, RunError> {
 
 /// A volume's mount point in the image: a directory or an empty file.
 fn volume_target(root: &Path, guest: &str, is_dir: bool) -> Result<PathBuf, RunError> {
-    let err = |e: crate::sandbox::SandboxError| RunError::Exec(e.to_string());
     if is_dir {
-        return host_dir(root, guest).map_err(err);
+        return Ok(host_dir(root, guest)?);
     }
     let (parent, name) = guest
         .rsplit_once('/')
         .ok_or_else(|| RunError::Usage(format!("-v: bad guest path {guest}")))?;
-    let dir = host_dir(root, if parent.is_empty() { "/" } else { parent }).map_err(err)?;
+    let dir = host_dir(root, if parent.is_empty() { "/" } else { parent })?;
     let target = dir.join(name);
     if fs::symlink_metadata(&target).is_err() {
         fs::write(&target, b"").map_err(setup("volume mount point"))?;
@@ -263,7 +279,7 @@ fn volume_target(root: &Path, guest: &str, is_dir: bool) -> Result<PathBuf, RunE
 /// `/proc`, `/sys`, a minimal `/dev`, `/run`, `/tmp` and the host's
 /// resolver files inside the new root.
 fn mount_system(root: &Path) -> Result<(), RunError> {
-    let dir = |g: &str| host_dir(root, g).map_err(|e| RunError::Exec(e.to_string()));
+    let dir = |g: &str| host_dir(root, g).map_err(RunError::from);
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", &dir("/proc")?, Some("proc"), nosuid, None)?;
     mount(
@@ -406,7 +422,7 @@ impl Plan {
         } else {
             user
         };
-        let ident = users::resolve(root, &user).map_err(|e| RunError::Usage(e.to_string()))?;
+        let ident = users::resolve(root, &user)?;
         if cfg.env_get("PATH").is_none() {
             cfg.env_set("PATH", DEFAULT_PATH);
         }
@@ -429,9 +445,9 @@ impl Plan {
                 "--workdir {workdir:?} must be absolute"
             )));
         }
-        host_dir(root, &workdir).map_err(|e| RunError::Exec(e.to_string()))?;
+        host_dir(root, &workdir)?;
         let path = cfg.env_get("PATH").unwrap_or(DEFAULT_PATH).to_string();
-        let exe = which(root, &argv[0], &path).map_err(|e| RunError::Exec(e.to_string()))?;
+        let exe = which(root, &argv[0], &path)?;
         Ok(Plan {
             argv,
             env: cfg.env,
@@ -469,10 +485,6 @@ impl Plan {
         // SAFETY: exe, argv and envp are NUL-terminated strings kept alive
         // by the Vecs above, and both pointer arrays end with null.
         unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-        Err(RunError::Exec(format!(
-            "executing {}: {}",
-            self.exe,
-            io::Error::last_os_error()
-        )))
+        Err(RunError::Exec(self.exe, io::Error::last_os_error()))
     }
 }

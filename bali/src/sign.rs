@@ -281,20 +281,12 @@ impl<R: Read> Read for VerifyingReader<R> {
 
 /// Verifies a whole signed image held in memory (used by the fuzz target).
 pub fn verify_bytes(data: &[u8], key: &VerifyingKey) -> Result<u64, SignError> {
-    let mut r = VerifyingReader::new(data);
-    match io::copy(&mut r, &mut io::sink()) {
-        Ok(_) => r.finish(key),
-        Err(e) => Err(r.error.take().unwrap_or(SignError::Io(e))),
-    }
+    verify_reader(data, key)
 }
 
 /// Verifies a signed image from any reader.
 pub fn verify_reader<R: Read>(raw: R, key: &VerifyingKey) -> Result<u64, SignError> {
-    let mut r = VerifyingReader::new(raw);
-    match io::copy(&mut r, &mut io::sink()) {
-        Ok(_) => r.finish(key),
-        Err(e) => Err(r.error.take().unwrap_or(SignError::Io(e))),
-    }
+    VerifyingReader::new(raw).finish(key)
 }
 
 /// Signs an existing uncompressed tar stream into a bali image.

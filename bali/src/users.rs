@@ -16,10 +16,19 @@ pub struct Ident {
     pub home: Option<String>,
 }
 
-/// A user or group name that the image does not know.
+/// A user spec the image cannot satisfy. The doc comment is the message.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UserError(pub String);
+pub enum UserError {
+    /// no such user name
+    #[error("user {0:?} not found in the image's /etc/passwd")]
+    UnknownUser(String),
+    /// no such group name
+    #[error("group {0:?} not found in the image's /etc/group")]
+    UnknownGroup(String),
+    /// a passwd line with a non-numeric uid
+    #[error("bad uid for {0} in the image's /etc/passwd")]
+    BadUid(String),
+}
 
 fn read_db(root: &Path, file: &str) -> String {
     let parts = cradle_image::unpack::clean_path(file.as_bytes()).unwrap_or_default();
@@ -54,17 +63,13 @@ pub fn resolve(root: &Path, spec: &str) -> Result<Ident, UserError> {
     let (uid, pw_gid, home, name) = match (user.parse::<u32>(), &pw_entry) {
         (_, Some(f)) => (
             f[2].parse()
-                .map_err(|_| UserError(format!("bad uid for {user} in /etc/passwd")))?,
+                .map_err(|_| UserError::BadUid(user.to_string()))?,
             f[3].parse().ok(),
             Some(f[5].to_string()),
             Some(f[0].to_string()),
         ),
         (Ok(n), None) => (n, None, None, None),
-        (Err(_), None) => {
-            return Err(UserError(format!(
-                "user {user:?} not found in the image's /etc/passwd"
-            )))
-        }
+        (Err(_), None) => return Err(UserError::UnknownUser(user.to_string())),
     };
     let gid = match grp {
         Some(g) => match g.parse::<u32>() {
@@ -74,9 +79,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<Ident, UserError> {
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 3 && f[0] == g)
                 .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    UserError(format!("group {g:?} not found in the image's /etc/group"))
-                })?,
+                .ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
         },
         None => pw_gid.unwrap_or(0),
     };

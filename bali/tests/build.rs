@@ -20,11 +20,13 @@ RUN echo "$GREETING from run" > run.txt && id -u > uid.txt && pwd > pwd.txt
 COPY hello.txt ./
 COPY --chown=app:app dir /srv/app/dir/
 COPY --chmod=600 hello.txt /secret.txt
+COPY --chown=1234 hello.txt /chowned-num.txt
+COPY --chown=app:root hello.txt /chowned-grp.txt
 ADD archive.tar.gz /opt/
 ADD plain.txt /opt/plain.txt
 COPY *.md /multi/
 USER app
-RUN id -u > /tmp/user-run.txt && echo "$MODE" > /tmp/env.txt && test -s /etc/resolv.conf
+RUN id -u > /tmp/user-run.txt && echo "$MODE $HOME" > /tmp/env.txt && test -s /etc/resolv.conf
 LABEL org.example.name="bali test" version=1
 EXPOSE 8080 53/udp
 ENTRYPOINT ["/bin/sh", "-c"]
@@ -127,11 +129,19 @@ fn every_instruction_from_docker_archive() {
     assert_eq!(text("srv/app/uid.txt"), "0\n");
     assert_eq!(text("srv/app/pwd.txt"), "/srv/app\n");
     assert_eq!(text("tmp/user-run.txt"), "1000\n");
-    assert_eq!(text("tmp/env.txt"), "two words\n");
+    assert_eq!(text("tmp/env.txt"), "two words /home/app\n");
     let (uid, gid, _, _) = img["srv/app/dir/sub/a.txt"];
     assert_eq!((uid, gid), (1000, 1000));
     assert_eq!(img["srv/app/hello.txt"].0, 0);
     assert_eq!(img["secret.txt"].2 & 0o7777, 0o600);
+    assert_eq!(
+        (img["chowned-num.txt"].0, img["chowned-num.txt"].1),
+        (1234, 1234)
+    );
+    assert_eq!(
+        (img["chowned-grp.txt"].0, img["chowned-grp.txt"].1),
+        (1000, 0)
+    );
 
     let cfg: serde_json::Value = serde_json::from_slice(&img[".bali/config.json"].3).unwrap();
     assert_eq!(cfg["entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
@@ -198,6 +208,28 @@ fn every_instruction_from_docker_archive() {
 }
 
 #[test]
+fn output_inside_the_context_is_not_copied_into_itself() {
+    let keys = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_docker_archive(&ctx.path().join("base.tar"));
+    fs::write(ctx.path().join("f.txt"), "f\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM docker-archive:base.tar\nCOPY . /ctx/\nCOPY * /star/\n",
+    )
+    .unwrap();
+    let out = ctx.path().join("out.tar.gz");
+    assert!(build(keys.path(), ctx.path(), &out, &[]).status.success());
+    let img = read_image(&out);
+    assert_eq!(img["ctx/f.txt"].3, b"f\n");
+    assert_eq!(img["star/f.txt"].3, b"f\n");
+    assert!(
+        !img.keys().any(|k| k.contains(".bali-build")),
+        "the build copied its own working dir"
+    );
+}
+
+#[test]
 fn from_oci_layout() {
     let keys = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
@@ -221,6 +253,53 @@ fn from_oci_layout() {
     let out = ctx.path().join("o.tar.gz");
     assert!(build(keys.path(), ctx.path(), &out, &[]).status.success());
     assert_eq!(read_image(&out)["ok"].3, b"ok\n");
+}
+
+#[test]
+fn from_a_loopback_registry() {
+    let reg = start_registry();
+    let keys = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_docker_archive(&ctx.path().join("base.tar"));
+    let st = Command::new("skopeo")
+        .current_dir(ctx.path())
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "docker-archive:base.tar",
+        ])
+        .arg(format!("docker://{}/base/busybox:1", reg.addr))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/base/busybox:1\nRUN echo pulled > /pulled\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let out = ctx.path().join("o.tar.gz");
+    assert!(build(keys.path(), ctx.path(), &out, &[]).status.success());
+    let img = read_image(&out);
+    assert_eq!(img["pulled"].3, b"pulled\n");
+    assert!(img.contains_key("bin/busybox"));
+    let cfg: serde_json::Value = serde_json::from_slice(&img[".bali/config.json"].3).unwrap();
+    assert!(cfg["env"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("BASE_VAR=base")));
+    // An unknown tag is one clear error.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM docker://{}/base/busybox:nope\n", reg.addr),
+    )
+    .unwrap();
+    let o = build(keys.path(), ctx.path(), &out, &[]);
+    assert_bad(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"));
 }
 
 #[test]
@@ -270,7 +349,7 @@ fn failures_name_the_line_and_leave_nothing() {
         assert_bad(&o);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(&format!("line {line}")), "{df:?}: {err}");
-        assert!(err.contains(what), "{df:?}: {err}");
+        assert_eq!(err.matches(what).count(), 1, "{df:?}: {err}");
         assert!(!out.exists());
         assert!(
             leftovers(outdir.path()).is_empty(),

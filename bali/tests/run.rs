@@ -51,6 +51,29 @@ fn signals_reach_the_service() {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "ready\n");
+    // While it runs: its root is bali's tmpfs, visible only in its own
+    // mount namespace.
+    let theirs = fs::read_to_string(format!("/proc/{}/mountinfo", child.id())).unwrap();
+    let root_line = theirs
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap();
+    assert!(root_line.contains(" - tmpfs bali "), "{root_line}");
+    assert!(!fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(" - tmpfs bali "));
+    assert_ne!(
+        fs::read_link(format!("/proc/{}/ns/mnt", child.id())).unwrap(),
+        fs::read_link("/proc/self/ns/mnt").unwrap()
+    );
+    // Only the mount namespace is new.
+    for ns in ["net", "pid", "user", "uts", "ipc"] {
+        assert_eq!(
+            fs::read_link(format!("/proc/{}/ns/{ns}", child.id())).unwrap(),
+            fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            "{ns} namespace changed"
+        );
+    }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
@@ -136,15 +159,19 @@ fn env_workdir_user_and_volumes() {
     assert!(!ro.path().join("x").exists());
 }
 
-/// Host mounts bali could have leaked: under /tmp, or its tmpfs ("bali").
-/// (Other mounts on a shared machine come and go.)
-fn mounts() -> Vec<String> {
+/// Host mounts bali could have leaked: on /tmp itself (its staging
+/// point), below this test's own dirs, or its tmpfs (source "bali").
+/// Other mounts on a shared machine come and go.
+fn mounts(own: &[&Path]) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            f.get(4).is_some_and(|m| m.starts_with("/tmp")) || l.contains(" - tmpfs bali ")
+            let mp = f.get(4).copied().unwrap_or("");
+            mp == "/tmp"
+                || own.iter().any(|d| mp.starts_with(d.to_str().unwrap()))
+                || l.contains(" - tmpfs bali ")
         })
         .map(str::to_string)
         .collect()
@@ -167,7 +194,8 @@ fn bad_images_run_nothing_and_leave_nothing() {
     let good = fs::read(&img).unwrap();
     let marker = tempfile::tempdir().unwrap();
     let vol = format!("{}:/m", marker.path().display());
-    let before_mounts = mounts();
+    let own = [keys.path(), marker.path()];
+    let before_mounts = mounts(&own);
     let before_tmp = tmp_entries();
     let bad = keys.path().join("bad.tar.gz");
     let attempt = |path: &Path, flags: &[&str]| {
@@ -214,7 +242,7 @@ fn bad_images_run_nothing_and_leave_nothing() {
     ));
     assert!(o.status.success());
     assert!(marker.path().join("ran").exists());
-    assert_eq!(mounts(), before_mounts);
+    assert_eq!(mounts(&own), before_mounts);
     assert_eq!(tmp_entries(), before_tmp);
 }
 
@@ -243,7 +271,10 @@ fn http_url_is_streamed_and_verified() {
     let keys = tempfile::tempdir().unwrap();
     let img = runnable_image(keys.path(), keys.path());
     let good = fs::read(&img).unwrap();
-    let url = serve(good.clone(), 1);
+    let url = serve(good.clone(), 2);
+    let mut c = bali(keys.path());
+    c.args(["verify", &url]);
+    assert!(run(c).status.success());
     let mut c = bali(keys.path());
     c.args(["run", &url, "--", "echo via http; echo $$"]);
     c.stdout(Stdio::piped());
@@ -256,12 +287,15 @@ fn http_url_is_streamed_and_verified() {
     let mut b = good.clone();
     let mid = b.len() / 2;
     b[mid] ^= 1;
-    let url = serve(b, 1);
+    let url = serve(b, 2);
     let mut c = bali(keys.path());
     c.args(["run", &url, "--", "echo must-not-run"]);
     let o = run(c);
     assert_bad(&o);
     assert!(o.stdout.is_empty());
+    let mut c = bali(keys.path());
+    c.args(["verify", &url]);
+    assert_bad(&run(c));
 
     // Nothing listens on this port any more.
     let port = TcpListener::bind("127.0.0.1:0")
@@ -286,6 +320,122 @@ fn http_url_is_streamed_and_verified() {
     ]);
     let o = run(c);
     assert_eq!(stdout(&o), "file-url\n");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl installed (see ci/packages-bali.txt)");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A test CA and a 127.0.0.1 server certificate it signed.
+fn test_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=bali test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "srv.key", "-out", "srv.csr"]);
+    openssl(dir, &csr);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "srv.pem",
+        ],
+    );
+}
+
+/// `openssl s_server -WWW` serving `dir` over TLS on a loopback port.
+struct TlsServer(std::process::Child);
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn https_url_with_the_system_trust_store() {
+    let keys = tempfile::tempdir().unwrap();
+    let img = runnable_image(keys.path(), keys.path());
+    let www = tempfile::tempdir().unwrap();
+    fs::copy(&img, www.path().join("img.tar.gz")).unwrap();
+    test_pki(www.path());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("openssl")
+        .current_dir(www.path())
+        .args([
+            "s_server", "-quiet", "-WWW", "-cert", "srv.pem", "-key", "srv.key",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = TlsServer(child);
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "s_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("https://127.0.0.1:{port}/img.tar.gz");
+    // Trusted through SSL_CERT_FILE (as an operator's CA bundle would be).
+    let mut c = bali(keys.path());
+    c.env("SSL_CERT_FILE", www.path().join("ca.pem"));
+    c.args(["run", &url, "--", "echo via https"]);
+    let o = run(c);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "via https\n");
+    // An untrusted server is refused before anything runs.
+    let mut c = bali(keys.path());
+    c.env("SSL_CERT_FILE", keys.path().join("run.tar.gz"));
+    c.args(["run", &url, "--", "echo must-not-run"]);
+    let o = run(c);
+    assert_bad(&o);
+    assert!(o.stdout.is_empty());
 }
 
 #[test]

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// I/O on a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (part of the message, not a separate source).
+        err: io::Error,
     },
     /// A JSON document of the image did not parse.
     #[error("{what}: {msg}")]
@@ -67,23 +67,18 @@ pub enum ImageError {
     #[error("{0}")]
     Ambiguous(String),
     /// Reading or applying a layer failed.
-    #[error("layer {index} ({digest}): {source}")]
+    #[error("layer {index} ({digest}): {err}")]
     Layer {
         /// Position of the layer, from 0 at the bottom.
         index: usize,
         /// The layer's digest.
         digest: String,
         /// What went wrong.
-        source: Box<ImageError>,
+        err: Box<ImageError>,
     },
-    /// A registry refused a request or could not be reached.
-    #[error("registry: {url}: {msg}")]
-    Registry {
-        /// The URL requested.
-        url: String,
-        /// Status line or transport error.
-        msg: String,
-    },
+    /// A registry refused or failed a request.
+    #[error("registry: {0}")]
+    Registry(String),
     /// A tar stream is corrupt.
     #[error("tar: {0}")]
     Tar(io::Error),
@@ -91,10 +86,10 @@ pub enum ImageError {
 
 impl ImageError {
     /// Wraps an I/O error with the path it happened on.
-    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, err: io::Error) -> Self {
         ImageError::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }

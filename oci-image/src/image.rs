@@ -52,11 +52,12 @@ impl Image {
             let s = unpack_layer(root, layer, opts).map_err(|e| ImageError::Layer {
                 index,
                 digest: layer.digest.to_string(),
-                source: Box::new(e),
+                err: Box::new(e),
             })?;
             total.entries += s.entries;
             total.whiteouts += s.whiteouts;
             total.skipped_devices += s.skipped_devices;
+            total.skipped_xattrs += s.skipped_xattrs;
         }
         Ok(total)
     }

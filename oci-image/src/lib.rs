@@ -8,12 +8,12 @@
 //!   ([`unpack::apply_layer`] does one layer).
 //! - [`ImageConfig`] is the runtime part of the image config (entrypoint,
 //!   cmd, env, workdir, user, labels, exposed ports).
-//! - [`write`] makes docker-archive tarballs and OCI layouts, for tests and
+//! - [`write`](mod@write) makes docker-archive tarballs and OCI layouts, for tests and
 //!   demos that cannot use docker.
 //!
-//! - [`registry::Puller`] pulls registry references into a layer cache
-//!   shared between pulls ([`ImageRef::open`] itself only opens local
-//!   images).
+//! - [`registry::pull`] (through [`ImageRef::open_with`]) pulls from a
+//!   registry over HTTPS, or plain HTTP on loopback, with token or basic
+//!   auth, caching layers by digest.
 #![deny(missing_docs)]
 
 pub mod config;
@@ -32,4 +32,5 @@ pub use digest::Digest;
 pub use error::{ImageError, Result};
 pub use image::{DigestOf, Image, Layer};
 pub use reference::ImageRef;
+pub use registry::{Progress, PullOptions, Reference};
 pub use unpack::{apply_layer, LayerStats, UnpackOptions};

@@ -89,7 +89,8 @@ impl ImageRef {
         Ok(ImageRef::Registry(s.to_string()))
     }
 
-    /// Opens a local image; registry references are not handled yet.
+    /// Opens a local image; a registry reference needs
+    /// [`open_with`](Self::open_with) (it has to store layers somewhere).
     pub fn open(&self) -> Result<Image> {
         match self {
             ImageRef::DockerArchive { path, reference } => {
@@ -97,8 +98,20 @@ impl ImageRef {
             }
             ImageRef::OciLayout { path, tag } => crate::oci_layout::open(path, tag.as_deref()),
             ImageRef::Registry(r) => Err(ImageError::Unsupported(format!(
-                "registry pulls ({r}); use docker-archive: or oci:"
+                "registry reference {r} without pull options"
             ))),
+        }
+    }
+
+    /// Opens any image; registry layers are downloaded into
+    /// `pull.cache_dir`.
+    pub fn open_with(&self, pull: &crate::registry::PullOptions) -> Result<Image> {
+        match self {
+            ImageRef::Registry(r) => {
+                let r = crate::registry::Reference::parse(r, &pull.default_registry)?;
+                crate::registry::pull(&r, pull)
+            }
+            local => local.open(),
         }
     }
 }

@@ -57,6 +57,22 @@ pub struct LayerStats {
     pub whiteouts: u64,
     /// Device nodes skipped because we may not create them.
     pub skipped_devices: u64,
+    /// Extended attributes (`SCHILY.xattr.*`) the filesystem or our
+    /// privileges refused.
+    pub skipped_xattrs: u64,
+}
+
+/// The `SCHILY.xattr.NAME` records of an entry's PAX header.
+fn entry_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    exts.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string();
+            Some((name, e.value_bytes().to_vec()))
+        })
+        .collect()
 }
 
 /// Wraps a layer stream in the decompressor its first bytes call for:
@@ -253,27 +269,39 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
         let Some((name, parents)) = parts.split_last() else {
             continue; // the root itself ("./")
         };
-        let parent_rel = resolve_in_root(root, parents, true)?;
-        let parent = root.join(&parent_rel);
         let name_b = name.as_bytes();
-        if opts.whiteouts && name_b == OPAQUE {
+        let is_whiteout = opts.whiteouts && name_b.starts_with(WHITEOUT);
+        if is_whiteout {
             stats.whiteouts += 1;
-            let rd = fs::read_dir(&parent).map_err(|e| ImageError::io(&parent, e))?;
-            for child in rd {
-                let child = child.map_err(|e| ImageError::io(&parent, e))?;
-                if !mine.contains(&parent_rel.join(child.file_name())) {
-                    remove_any(&child.path())?;
+            // A whiteout under a directory the lower layers lack hides
+            // nothing, and must not create that directory.
+            let parent_rel = match resolve_in_root(root, parents, false) {
+                Ok(p) => p,
+                Err(ImageError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let parent = root.join(&parent_rel);
+            if !parent.is_dir() {
+                continue;
+            }
+            if name_b == OPAQUE {
+                let rd = fs::read_dir(&parent).map_err(|e| ImageError::io(&parent, e))?;
+                for child in rd {
+                    let child = child.map_err(|e| ImageError::io(&parent, e))?;
+                    if !mine.contains(&parent_rel.join(child.file_name())) {
+                        remove_any(&child.path())?;
+                    }
+                }
+            } else if let Some(hidden) = name_b.strip_prefix(WHITEOUT) {
+                // `.wh..wh.*` names other than the opaque marker are
+                // AUFS bookkeeping: nothing to do.
+                if !hidden.starts_with(WHITEOUT) && !hidden.is_empty() {
+                    remove_any(&parent.join(OsStr::from_bytes(hidden)))?;
                 }
             }
             continue;
         }
-        if let Some(hidden) = name_b.strip_prefix(WHITEOUT).filter(|_| opts.whiteouts) {
-            stats.whiteouts += 1;
-            if !hidden.starts_with(WHITEOUT) && !hidden.is_empty() {
-                remove_any(&parent.join(OsStr::from_bytes(hidden)))?;
-            }
-            continue;
-        }
+        let parent_rel = resolve_in_root(root, parents, true)?;
         let rel = parent_rel.join(name);
         let path = root.join(&rel);
         let kind = entry.header().entry_type();
@@ -284,6 +312,7 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
             }
         }
         let header = entry.header().clone();
+        let xattrs = entry_xattrs(&mut entry);
         let mut is_symlink = false;
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -358,6 +387,12 @@ pub fn apply_layer<R: Read>(root: &Path, layer: R, opts: &UnpackOptions) -> Resu
             dirs.push((path.clone(), header.clone()));
         }
         set_metadata(&path, &header, is_symlink, opts)?;
+        // After chown, which clears security.capability.
+        for (name, value) in &xattrs {
+            if xattr::set(&path, name, value).is_err() {
+                stats.skipped_xattrs += 1;
+            }
+        }
         stats.entries += 1;
         mine.insert(rel);
     }
@@ -446,6 +481,11 @@ mod tests {
         assert!(!root.join("o/old").exists());
         assert!(!root.join("o/sub").exists());
         assert!(!root.join("o/.wh..wh..opq").exists());
+        // Whiteouts under directories nobody made create nothing.
+        let l3 = layer(&[("nope/deeper/.wh.x", F, ""), ("nope2/.wh..wh..opq", F, "")]);
+        apply_layer(root, &l3[..], &opts()).unwrap();
+        assert!(!root.join("nope").exists());
+        assert!(!root.join("nope2").exists());
     }
 
     #[test]

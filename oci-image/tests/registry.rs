@@ -1,192 +1,283 @@
-//! The registry client against a small registry served here on 127.0.0.1:
-//! it demands a bearer token (from the realm it names) and serves an index
-//! with an arm64 and an amd64 manifest, so token auth and platform
-//! selection are exercised over real HTTP. (The tests of `kcradle summon`
-//! use the real `docker-registry`, which has neither.)
+//! Pulls from a real `docker-registry` on 127.0.0.1, filled by `skopeo`;
+//! token auth through a small bearer-token gate in front of it.
 
-use std::collections::HashMap;
-use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use cradle_image::registry::{NoProgress, Puller, RegistryRef};
-use cradle_image::write::write_oci_layout;
-use cradle_image::{ImageConfig, UnpackOptions};
-use serde_json::{json, Value};
+use cradle_image::write::write_docker_archive;
+use cradle_image::{ImageError, ImageRef, PullOptions, UnpackOptions};
 
-const TOKEN: &str = "t0k3n";
-
-fn layer() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mode(0o644);
-    h.set_size(6);
-    h.set_cksum();
-    b.append_data(&mut h, "hello.txt", &b"amd64\n"[..]).unwrap();
-    b.into_inner().unwrap()
+/// A docker-registry process on a free loopback port, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
 }
 
-/// Serves `routes` (path → (content type, body)) behind a bearer token;
-/// counts token requests.
-fn serve(routes: HashMap<String, (String, Vec<u8>)>, tokens: Arc<AtomicUsize>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { break };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let path = line.split(' ').nth(1).unwrap_or("").to_string();
-            let mut auth = String::new();
-            loop {
-                let mut h = String::new();
-                r.read_line(&mut h).unwrap();
-                if h.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = h.strip_prefix("Authorization: ") {
-                    auth = v.trim().to_string();
-                }
-            }
-            let (status, extra, ctype, body): (&str, String, String, Vec<u8>) = if path
-                .starts_with("/token?")
-            {
-                assert!(
-                    path.contains("scope=repository%3Ademo%2Fweb%3Apull"),
-                    "{path}"
-                );
-                tokens.fetch_add(1, Ordering::SeqCst);
-                (
-                    "200 OK",
-                    String::new(),
-                    "application/json".into(),
-                    json!({"token": TOKEN}).to_string().into_bytes(),
-                )
-            } else if auth != format!("Bearer {TOKEN}") {
-                ("401 Unauthorized",
-                     format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\",scope=\"repository:demo/web:pull\"\r\n"),
-                     "application/json".into(), b"{}".to_vec())
-            } else if let Some((t, b)) = routes.get(&path) {
-                ("200 OK", String::new(), t.clone(), b.clone())
-            } else {
-                (
-                    "404 Not Found",
-                    String::new(),
-                    "application/json".into(),
-                    b"{}".to_vec(),
-                )
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(&body);
-        }
-    });
-    port
-}
-
-fn routes_from_layout(dir: &Path) -> HashMap<String, (String, Vec<u8>)> {
-    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let m = &index["manifests"][0];
-    let mdigest = m["digest"].as_str().unwrap().to_string();
-    let mut routes = HashMap::new();
-    for e in fs::read_dir(dir.join("blobs/sha256")).unwrap() {
-        let p = e.unwrap().path();
-        let d = format!("sha256:{}", p.file_name().unwrap().to_str().unwrap());
-        let body = fs::read(&p).unwrap();
-        if d == mdigest {
-            routes.insert(
-                format!("/v2/demo/web/manifests/{d}"),
-                ("application/vnd.oci.image.manifest.v1+json".into(), body),
-            );
-        } else {
-            routes.insert(
-                format!("/v2/demo/web/blobs/{d}"),
-                ("application/octet-stream".into(), body),
-            );
-        }
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let other = format!("sha256:{}", "1".repeat(64));
-    let idx = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other,
-             "size": 100, "platform": {"os": "linux", "architecture": "arm64"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest,
-             "size": m["size"], "platform": {"os": "linux", "architecture": "amd64"}},
-        ]
-    });
-    routes.insert(
-        "/v2/demo/web/manifests/v1".into(),
-        (
-            "application/vnd.oci.image.index.v1+json".into(),
-            idx.to_string().into_bytes(),
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_registry() -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
         ),
-    );
-    routes
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry installed (see ci/packages-bali.txt)");
+    let reg = Registry {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let t = Instant::now();
+    while TcpStream::connect(&reg.addr).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reg
+}
+
+fn push(dir: &Path, reg: &str, name: &str) {
+    let p = dir.join("bb.tar");
+    write_docker_archive(&p, &config(), &layers(), "busybox:test").unwrap();
+    tool(Command::new("skopeo").current_dir(dir).args([
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        "docker-archive:bb.tar",
+        &format!("docker://{reg}/{name}"),
+    ]));
+}
+
+fn pull(r: &str, cache: &Path) -> cradle_image::Result<tempfile::TempDir> {
+    let img = ImageRef::parse(r, Path::new("/"))?.open_with(&PullOptions::new(cache))?;
+    assert_eq!(img.config.argv(), config().argv());
+    let root = tempfile::tempdir().unwrap();
+    img.unpack(root.path(), &UnpackOptions::default())?;
+    Ok(root)
 }
 
 #[test]
-fn token_auth_and_amd64_from_an_index() {
+fn pull_by_tag_and_digest_with_a_shared_cache() {
+    let reg = start_registry();
     let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let cfg = ImageConfig {
-        cmd: Some(vec!["/bin/true".into()]),
-        ..Default::default()
-    };
-    write_oci_layout(&layout, &cfg, &[layer()], "v1", true).unwrap();
-    let tokens = Arc::new(AtomicUsize::new(0));
-    let port = serve(routes_from_layout(&layout), tokens.clone());
-    let r = RegistryRef::parse(&format!("127.0.0.1:{port}/demo/web:v1"), "docker.io").unwrap();
-    let cache = dir.path().join("cache");
-    let mut puller = Puller::new(&cache).unwrap();
-    let img = puller.pull(&r, &mut NoProgress).unwrap();
-    assert_eq!(
-        img.config.cmd.as_deref(),
-        Some(&["/bin/true".to_string()][..])
+    push(dir.path(), &reg.addr, "team/bb:v1");
+    let cache = tempfile::tempdir().unwrap();
+    let root = pull(&format!("docker://{}/team/bb:v1", reg.addr), cache.path()).unwrap();
+    check_rootfs(root.path());
+    let cached: Vec<_> = std::fs::read_dir(cache.path().join("sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 2, "two layers cached by digest");
+
+    let inspect = tool(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{}/team/bb:v1", reg.addr),
+    ]));
+    let root = pull(
+        &format!("{}/team/bb@{}", reg.addr, inspect.trim()),
+        cache.path(),
+    )
+    .unwrap();
+    check_rootfs(root.path());
+
+    // Progress: a fresh cache reports each layer up to its size; a warm
+    // cache reports each layer once, complete.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let fresh = tempfile::tempdir().unwrap();
+    let mut opts = PullOptions::new(fresh.path());
+    opts.progress = Some(std::sync::Arc::new(move |d, done, total| {
+        log.lock().unwrap().push((d.to_string(), done, total));
+    }));
+    let r = ImageRef::parse(&format!("docker://{}/team/bb:v1", reg.addr), Path::new("/")).unwrap();
+    r.open_with(&opts).unwrap();
+    let events = seen.lock().unwrap().clone();
+    let finished: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter(|(_, done, total)| done == total)
+        .map(|(d, _, _)| d.clone())
+        .collect();
+    assert_eq!(finished.len(), 2, "{events:?}");
+    assert!(events.iter().all(|(_, done, total)| done <= total));
+    seen.lock().unwrap().clear();
+    r.open_with(&opts).unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // A corrupt cached layer is caught when unpacking.
+    let mut data = std::fs::read(&cached[0]).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 1;
+    std::fs::write(&cached[0], &data).unwrap();
+    let e = pull(&format!("docker://{}/team/bb:v1", reg.addr), cache.path()).unwrap_err();
+    assert!(e.to_string().contains("digest mismatch"), "{e}");
+
+    let e = pull(&format!("docker://{}/team/bb:nope", reg.addr), cache.path()).unwrap_err();
+    assert!(
+        matches!(e, ImageError::Registry(ref m) if m.contains("404")),
+        "{e}"
     );
-    assert_eq!(
-        tokens.load(Ordering::SeqCst),
-        1,
-        "one token for the whole pull"
-    );
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    img.unpack(&root, &UnpackOptions::default()).unwrap();
-    assert_eq!(
-        fs::read_to_string(root.join("hello.txt")).unwrap(),
-        "amd64\n"
-    );
-    // A fresh puller on the same cache: the layer is not downloaded again.
-    let mut again = Puller::new(&cache).unwrap();
-    struct Count(usize, usize);
-    impl cradle_image::registry::PullProgress for Count {
-        fn layer_start(&mut self, _: &cradle_image::Digest, _: u64, cached: bool) {
-            if cached {
-                self.0 += 1;
-            } else {
-                self.1 += 1;
+    let e = pull(&format!("docker://{}/other:v1", reg.addr), cache.path()).unwrap_err();
+    assert!(matches!(e, ImageError::Registry(_)), "{e}");
+}
+
+/// One HTTP/1.1 request: (path, Authorization header).
+fn read_request(s: &mut TcpStream) -> Option<(String, Option<String>)> {
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut auth = None;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                auth = Some(v.trim().to_string());
             }
         }
-        fn layer_bytes(&mut self, _: u64) {}
-        fn layer_done(&mut self) {}
     }
-    let mut c = Count(0, 0);
-    again.pull(&r, &mut c).unwrap();
-    assert_eq!((c.0, c.1), (1, 0));
-    // Unknown tag: not found.
-    let r = RegistryRef::parse(&format!("127.0.0.1:{port}/demo/web:v9"), "docker.io").unwrap();
-    let err = Puller::new(&cache)
-        .unwrap()
-        .pull(&r, &mut NoProgress)
-        .unwrap_err();
-    assert!(err.to_string().contains("not found"), "{err}");
+    Some((path, auth))
+}
+
+fn respond(s: &mut TcpStream, status: &str, headers: &[(String, String)], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+}
+
+/// A bearer-token gate in front of `upstream`: /v2/ requests need
+/// `Bearer good-token`, which /token hands out for the right scope.
+fn token_gate(upstream: String) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let me = addr.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(64) {
+            let Ok(mut s) = s else { continue };
+            let Some((path, auth)) = read_request(&mut s) else {
+                continue;
+            };
+            if let Some(q) = path.strip_prefix("/token?") {
+                let ok =
+                    q.contains("scope=repository%3Ateam%2Fbb%3Apull") && q.contains("service=gate");
+                let body: &[u8] = if ok {
+                    br#"{"token":"good-token"}"#
+                } else {
+                    b"{}"
+                };
+                respond(&mut s, "200 OK", &[], body);
+                continue;
+            }
+            if auth.as_deref() != Some("Bearer good-token") {
+                let ch = format!(
+                    r#"Bearer realm="http://{me}/token",service="gate",scope="repository:team/bb:pull""#
+                );
+                respond(
+                    &mut s,
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate".into(), ch)],
+                    b"",
+                );
+                continue;
+            }
+            let resp = ureq::get(&format!("http://{upstream}{path}"))
+                .set(
+                    "Accept",
+                    "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+                )
+                .call();
+            match resp {
+                Ok(r) => {
+                    let ct = r.content_type().to_string();
+                    let mut body = Vec::new();
+                    let _ = r.into_reader().read_to_end(&mut body);
+                    respond(&mut s, "200 OK", &[("Content-Type".into(), ct)], &body);
+                }
+                Err(_) => respond(&mut s, "404 Not Found", &[], b""),
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn bearer_token_auth() {
+    let reg = start_registry();
+    let dir = tempfile::tempdir().unwrap();
+    push(dir.path(), &reg.addr, "team/bb:v1");
+    let gate = token_gate(reg.addr.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let root = pull(&format!("docker://{gate}/team/bb:v1"), cache.path()).unwrap();
+    check_rootfs(root.path());
+}
+
+#[test]
+fn server_errors_and_unreachable() {
+    // A registry that answers 500 to everything.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(4) {
+            let Ok(mut s) = s else { continue };
+            let _ = read_request(&mut s);
+            respond(&mut s, "500 Internal Server Error", &[], b"boom");
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let e = pull(&format!("docker://{addr}/x:1"), cache.path()).unwrap_err();
+    assert!(e.to_string().contains("HTTP 500"), "{e}");
+    let e = pull(
+        &format!("docker://127.0.0.1:{}/x:1", free_port()),
+        cache.path(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImageError::Registry(_)), "{e}");
 }

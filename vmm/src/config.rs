@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::seccomp::SeccompMode;
+
 /// Smallest guest RAM we boot: the Debian kernel alone needs ~50 MiB to
 /// decompress itself.
 pub const MIN_MEMORY: u64 = 64 << 20;
@@ -350,6 +352,9 @@ pub struct VmConfig {
     /// Guest console.
     #[serde(default)]
     pub serial: SerialConfig,
+    /// What a syscall outside a thread's allowlist does.
+    #[serde(default)]
+    pub seccomp: SeccompMode,
 }
 
 fn check_file(what: &str, path: &Path) -> Result<(), ConfigError> {

@@ -31,7 +31,7 @@ pub enum IrqError {
     TableTooLarge,
     /// KVM_SET_GSI_ROUTING failed.
     #[error("KVM_SET_GSI_ROUTING failed: {0}")]
-    SetRouting(#[source] kvm_ioctls::Error),
+    SetRouting(kvm_ioctls::Error),
 }
 
 /// An MSI message: what the guest wrote into an MSI-X table entry.

@@ -21,6 +21,7 @@ use crate::irq::GsiRouter;
 use crate::pci::{
     PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT, PCI_MMIO_END, PCI_MMIO_START,
 };
+use crate::seccomp::{self, Filters, SeccompError, ThreadFilter};
 use crate::vcpu::Buses;
 use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
 use crate::virtio::vhost_user::{DeviceSpec, VhostUserDevice, VhostUserError};
@@ -38,7 +39,7 @@ pub enum LaunchError {
     Vm(#[from] VmError),
     /// The console output file could not be opened.
     #[error("cannot open the serial output file: {0}")]
-    SerialOutput(#[source] io::Error),
+    SerialOutput(io::Error),
     /// The console could not be wired.
     #[error(transparent)]
     Serial(#[from] SerialError),
@@ -46,13 +47,16 @@ pub enum LaunchError {
     #[error(transparent)]
     VhostUser(#[from] VhostUserError),
     /// A virtio device could not be wired into KVM.
-    #[error("virtio device: {0}")]
+    #[error(transparent)]
     Transport(#[from] TransportError),
     /// The stop-signal thread could not be set up.
     #[error("cannot set up signal handling: {0}")]
-    Signals(#[source] io::Error),
+    Signals(io::Error),
+    /// The seccomp filters could not be built.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// A platform device could not be placed on the port bus.
-    #[error("platform device layout: {0}")]
+    #[error(transparent)]
     Bus(#[from] BusError),
 }
 
@@ -106,7 +110,7 @@ fn serial_output(config: &SerialConfig) -> Result<Box<dyn Write + Send>, LaunchE
 /// control register (by port and by MMIO); the i8042, ACPI and control
 /// devices end the VM through `exit`; milestones are timed from `started`.
 pub fn platform_buses<W: Write + Send + 'static>(
-    console: SerialConsole<W>,
+    console: Arc<Mutex<SerialConsole<W>>>,
     pci: Arc<Mutex<PciRoot>>,
     exit: &Arc<ExitSignal>,
     started: Instant,
@@ -166,6 +170,7 @@ pub fn add_virtio_device(
     router: &Arc<Mutex<GsiRouter>>,
     index: usize,
     backend: Box<dyn VirtioBackend>,
+    watch_filter: &ThreadFilter,
 ) -> Result<(), LaunchError> {
     let bar = PCI_MMIO_START + (index as u64) * u64::from(BAR0_SIZE);
     if bar + u64::from(BAR0_SIZE) > PCI_MMIO_END {
@@ -177,6 +182,7 @@ pub fn add_virtio_device(
         vm.shared_fd(),
         router.clone(),
     )?));
+    watch_backend(&device, watch_filter.clone());
     let slot = pci
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -191,6 +197,94 @@ pub fn add_virtio_device(
     Ok(())
 }
 
+/// Watches a device's daemon connection: when the daemon hangs up, the
+/// device is marked NEEDS_RESET and the VM keeps running.
+pub fn watch_backend(device: &Arc<Mutex<VirtioPciDevice>>, filter: ThreadFilter) {
+    let Some(fd) = device
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .hangup_fd()
+    else {
+        return;
+    };
+    let device = device.clone();
+    let spawned = std::thread::Builder::new()
+        .name("backend-watch".into())
+        .spawn(move || {
+            if seccomp::install(&filter).is_err() {
+                return;
+            }
+            watch_hangup(fd, &device)
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch a vhost-user connection");
+    }
+}
+
+/// Blocks until `fd` hangs up, then marks `device` NEEDS_RESET.
+fn watch_hangup(fd: std::os::fd::RawFd, device: &Mutex<VirtioPciDevice>) {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; the socket stays open as long as
+        // the device, which this thread keeps alive.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            let mut dev = device.lock().unwrap_or_else(PoisonError::into_inner);
+            tracing::error!(?dev, "vhost-user daemon disconnected; device needs reset");
+            dev.mark_needs_reset();
+            return;
+        }
+    }
+}
+
+/// Feeds kcradle's stdin to the guest console until EOF, waiting while the
+/// UART's receive FIFO is full.
+pub fn forward_stdin<W: Write + Send + 'static>(
+    console: Arc<Mutex<SerialConsole<W>>>,
+    filter: ThreadFilter,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            if seccomp::install(&filter).is_err() {
+                return;
+            }
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match io::Read::read(&mut io::stdin(), &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                };
+                let mut done = 0;
+                while done < n {
+                    let taken = console
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .enqueue_input(&buf[done..n]);
+                    done += taken;
+                    if taken == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot forward stdin to the console");
+    }
+}
+
 /// Signals that stop the VM cleanly instead of killing kcradle.
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
@@ -198,7 +292,7 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHU
 /// starts afterwards, the vCPUs included) and turns them into
 /// [`ExitReason::Signal`] on a dedicated thread, so the VM stops through
 /// the same path as a guest exit: vCPUs kicked and joined, status returned.
-pub fn forward_stop_signals(exit: Arc<ExitSignal>) -> io::Result<()> {
+pub fn forward_stop_signals(exit: Arc<ExitSignal>, filter: ThreadFilter) -> io::Result<()> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t for all three calls.
@@ -215,12 +309,18 @@ pub fn forward_stop_signals(exit: Arc<ExitSignal>) -> io::Result<()> {
     }
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` and `sig` are valid for the call.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                tracing::info!(signal = sig, "stop signal received");
-                exit.raise(ExitReason::Signal(sig));
+        .spawn(move || {
+            if let Err(e) = seccomp::install(&filter) {
+                exit.raise(ExitReason::VcpuError(format!("signal thread: {e}")));
+                return;
+            }
+            loop {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` and `sig` are valid for the call.
+                if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                    tracing::info!(signal = sig, "stop signal received");
+                    exit.raise(ExitReason::Signal(sig));
+                }
             }
         })?;
     Ok(())
@@ -228,8 +328,11 @@ pub fn forward_stop_signals(exit: Arc<ExitSignal>) -> io::Result<()> {
 
 /// kcradle's resident memory without the guest's: anonymous and file
 /// pages, leaving out the shared memfd pages of guest RAM (`RssShmem`).
-pub fn vmm_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+pub fn vmm_rss_kib(status_file: &mut std::fs::File) -> Option<u64> {
+    use std::io::{Read, Seek};
+    status_file.seek(io::SeekFrom::Start(0)).ok()?;
+    let mut status = String::new();
+    status_file.read_to_string(&mut status).ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
         line.split_whitespace().nth(1)?.parse().ok()
@@ -262,9 +365,16 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     })?;
 
     let exit = Arc::new(ExitSignal::new());
-    forward_stop_signals(exit.clone()).map_err(LaunchError::Signals)?;
+    let filters = Filters::new(config.seccomp)?;
+    // Opened now: the VMM threads' filter has no open().
+    let mut status_file = std::fs::File::open("/proc/self/status").ok();
+    forward_stop_signals(exit.clone(), filters.vmm.clone()).map_err(LaunchError::Signals)?;
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
+    let console = Arc::new(Mutex::new(console));
+    if config.serial == SerialConfig::Stdio {
+        forward_stdin(console.clone(), filters.vmm.clone());
+    }
     let pci = Arc::new(Mutex::new(PciRoot::new()));
     let buses = platform_buses(console, pci.clone(), &exit, started)?;
     let router = Arc::new(Mutex::new(GsiRouter::new()));
@@ -275,7 +385,15 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
             vm.memory().clone(),
             BACKEND_CONNECT_TIMEOUT,
         )?;
-        add_virtio_device(&vm, &pci, &buses, &router, i, Box::new(backend))?;
+        add_virtio_device(
+            &vm,
+            &pci,
+            &buses,
+            &router,
+            i,
+            Box::new(backend),
+            &filters.vmm,
+        )?;
     }
     for (i, fs) in config.fs.iter().enumerate() {
         let backend = VhostUserDevice::connect(
@@ -285,7 +403,15 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
             BACKEND_CONNECT_TIMEOUT,
         )?;
         let index = config.disks.len() + i;
-        add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
+        add_virtio_device(
+            &vm,
+            &pci,
+            &buses,
+            &router,
+            index,
+            Box::new(backend),
+            &filters.vmm,
+        )?;
     }
     for (i, net) in config.nets.iter().enumerate() {
         let backend = VhostUserDevice::connect(
@@ -295,7 +421,15 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
             BACKEND_CONNECT_TIMEOUT,
         )?;
         let index = config.disks.len() + config.fs.len() + i;
-        add_virtio_device(&vm, &pci, &buses, &router, index, Box::new(backend))?;
+        add_virtio_device(
+            &vm,
+            &pci,
+            &buses,
+            &router,
+            index,
+            Box::new(backend),
+            &filters.vmm,
+        )?;
     }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),
@@ -304,11 +438,11 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         memory_mib = config.memory.0 >> 20,
         "kernel loaded"
     );
-    let reason = vm.run(buses, exit)?;
+    let reason = vm.run(buses, exit, &filters)?;
     tracing::info!(
         ?reason,
         ms = started.elapsed().as_secs_f64() * 1e3,
-        vmm_rss_kib = vmm_rss_kib().unwrap_or(0),
+        vmm_rss_kib = status_file.as_mut().and_then(vmm_rss_kib).unwrap_or(0),
         "VM ended"
     );
     Ok(reason)
@@ -320,7 +454,12 @@ mod tests {
 
     #[test]
     fn rss_without_guest_memory_is_read() {
-        let kib = vmm_rss_kib().unwrap();
+        let mut f = std::fs::File::open("/proc/self/status").unwrap();
+        let kib = vmm_rss_kib(&mut f).unwrap();
         assert!(kib > 0);
+        assert!(
+            vmm_rss_kib(&mut f).is_some(),
+            "the same file re-reads after a seek"
+        );
     }
 }

@@ -22,6 +22,7 @@ pub mod minivm;
 pub mod payload;
 pub mod pci;
 pub mod probe;
+pub mod seccomp;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

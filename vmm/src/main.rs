@@ -12,6 +12,7 @@ use cradle_vmm::config::{
 };
 use cradle_vmm::launch::boot;
 use cradle_vmm::probe::{run_probe, DEFAULT_ITERATIONS};
+use cradle_vmm::seccomp::SeccompMode;
 
 /// Runs containers in KVM microVMs.
 #[derive(Debug, Parser)]
@@ -48,7 +49,7 @@ enum Command {
 struct BootArgs {
     /// JSON file describing the whole VM (instead of the other flags).
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline", "cpus", "memory",
-        "hugepages", "disk", "fs", "net", "serial"])]
+        "hugepages", "disk", "fs", "net", "serial", "seccomp"])]
     config: Option<PathBuf>,
     /// bzImage to boot.
     #[arg(long, required_unless_present = "config")]
@@ -80,6 +81,9 @@ struct BootArgs {
     /// Guest console: stdio, file=PATH or none.
     #[arg(long, default_value = "stdio")]
     serial: SerialConfig,
+    /// seccomp filters per thread kind: kill, log or none.
+    #[arg(long, value_enum, default_value_t = SeccompMode::Kill)]
+    seccomp: SeccompMode,
 }
 
 impl BootArgs {
@@ -99,6 +103,7 @@ impl BootArgs {
             fs: self.fs,
             nets: self.net,
             serial: self.serial,
+            seccomp: self.seccomp,
         })
     }
 }

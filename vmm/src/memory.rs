@@ -36,30 +36,28 @@ pub enum MemoryError {
     },
     /// memfd_create failed (with hugepages: none configured on the host?).
     #[error("memfd_create for guest memory failed: {0}")]
-    Memfd(#[source] io::Error),
+    Memfd(io::Error),
     /// Sizing the memfd failed (not enough hugepages, or a size limit).
-    #[error("cannot size the guest memory memfd to {size} bytes: {source}")]
+    #[error("cannot size the guest memory memfd to {size} bytes: {err}")]
     Truncate {
         /// Requested size in bytes.
         size: u64,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     /// Sealing the memfd's size failed.
     #[error("cannot seal the guest memory memfd: {0}")]
-    Seal(#[source] io::Error),
+    Seal(io::Error),
     /// Mapping the memfd failed.
     #[error("cannot map guest memory: {0}")]
-    Map(#[source] FromRangesError),
+    Map(FromRangesError),
     /// KVM refused a memory slot.
-    #[error("KVM_SET_USER_MEMORY_REGION for slot {slot} failed: {source}")]
+    #[error("KVM_SET_USER_MEMORY_REGION for slot {slot} failed: {err}")]
     SetMemoryRegion {
         /// KVM memory slot.
         slot: u32,
         /// The KVM error.
-        #[source]
-        source: kvm_ioctls::Error,
+        err: kvm_ioctls::Error,
     },
 }
 
@@ -94,7 +92,7 @@ fn create_memfd(size: u64, hugepages: bool) -> Result<File, MemoryError> {
     // else.
     let file = unsafe { File::from_raw_fd(fd) };
     file.set_len(size)
-        .map_err(|source| MemoryError::Truncate { size, source })?;
+        .map_err(|err| MemoryError::Truncate { size, err })?;
     // A daemon sharing the fd must not be able to shrink it under our
     // mappings (SIGBUS in the VMM) or grow it.
     // SAFETY: fcntl on an fd we own, with integer arguments only.
@@ -144,7 +142,7 @@ pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), Mem
         // SAFETY: the region is a live mapping owned by `mem`; callers keep
         // `mem` alive for as long as the VM exists.
         unsafe { vm.set_user_memory_region(desc) }
-            .map_err(|source| MemoryError::SetMemoryRegion { slot, source })?;
+            .map_err(|err| MemoryError::SetMemoryRegion { slot, err })?;
     }
     Ok(())
 }

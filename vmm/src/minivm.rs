@@ -38,28 +38,28 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum VmError {
     /// `/dev/kvm` is missing or not accessible.
     #[error("cannot open /dev/kvm: {0}")]
-    OpenKvm(#[source] kvm_ioctls::Error),
+    OpenKvm(kvm_ioctls::Error),
     /// KVM_CREATE_VM failed.
     #[error("KVM_CREATE_VM failed: {0}")]
-    CreateVm(#[source] kvm_ioctls::Error),
+    CreateVm(kvm_ioctls::Error),
     /// The guest RAM could not be mapped.
     #[error("cannot allocate guest memory: {0}")]
-    GuestMemory(#[source] FromRangesError),
+    GuestMemory(FromRangesError),
     /// KVM refused the guest memory.
     #[error(transparent)]
     SetMemory(#[from] MemoryError),
     /// KVM_CREATE_VCPU failed.
     #[error("KVM_CREATE_VCPU failed: {0}")]
-    CreateVcpu(#[source] kvm_ioctls::Error),
+    CreateVcpu(kvm_ioctls::Error),
     /// Setting up the vCPU's registers or boot tables failed.
-    #[error("vCPU setup failed: {0}")]
+    #[error(transparent)]
     Arch(#[from] ArchError),
     /// The payload does not fit in guest RAM.
     #[error("cannot load the payload: {0}")]
-    LoadPayload(#[source] GuestMemoryError),
+    LoadPayload(GuestMemoryError),
     /// KVM_RUN failed.
     #[error("KVM_RUN failed: {0}")]
-    Run(#[source] kvm_ioctls::Error),
+    Run(kvm_ioctls::Error),
     /// The vCPU exited for a reason a payload should never cause.
     #[error("unexpected vCPU exit: {0}")]
     UnexpectedExit(String),
@@ -68,10 +68,10 @@ pub enum VmError {
     TooManyExits(usize),
     /// KVM_CREATE_IRQCHIP failed.
     #[error("KVM_CREATE_IRQCHIP failed: {0}")]
-    CreateIrqchip(#[source] kvm_ioctls::Error),
+    CreateIrqchip(kvm_ioctls::Error),
     /// The watchdog thread or its signal handler could not be set up.
     #[error("cannot arm the vCPU watchdog: {0}")]
-    Watchdog(#[source] vmm_sys_util::errno::Error),
+    Watchdog(vmm_sys_util::errno::Error),
     /// The payload neither halted nor met the stop condition in time.
     #[error("payload still running after {0:?}")]
     Timeout(Duration),

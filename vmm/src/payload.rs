@@ -169,6 +169,25 @@ impl Asm {
         self
     }
 
+    /// Echoes bytes from COM1 back to it until a newline, polling the line
+    /// status register (long mode):
+    /// `1: mov dx, 0x3fd; in al, dx; test al, 1; jz 1b; mov dx, 0x3f8;
+    /// in al, dx; out dx, al; cmp al, 10; jne 1b`.
+    pub fn echo_com1_line(mut self) -> Self {
+        self.code.extend_from_slice(&[
+            0x66, 0xba, 0xfd, 0x03, // mov dx, 0x3fd
+            0xec, // in al, dx
+            0xa8, 0x01, // test al, 1
+            0x74, 0xf7, // jz -9
+            0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+            0xec, // in al, dx
+            0xee, // out dx, al
+            0x3c, 0x0a, // cmp al, '\n'
+            0x75, 0xed, // jne -19
+        ]);
+        self
+    }
+
     /// `sti`: accept maskable interrupts.
     pub fn sti(mut self) -> Self {
         self.code.push(0xfb);

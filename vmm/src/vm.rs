@@ -20,6 +20,7 @@ use crate::boot::{load_linux, setup_boot_vcpu, BootError, LinuxBoot, LoadedLinux
 use crate::exit::{ExitReason, ExitSignal};
 use crate::kick::{install_kick_handler, kick_signal};
 use crate::memory::{create_guest_memory, register_guest_memory, MemoryError};
+use crate::seccomp::{self, Filters};
 use crate::vcpu::{run_vcpu, Buses};
 
 /// Three pages KVM needs for its real-mode TSS on Intel, at the top of the
@@ -46,7 +47,7 @@ pub struct VmSpec {
 pub enum VmError {
     /// `/dev/kvm` is missing or not accessible.
     #[error("cannot open /dev/kvm: {0}")]
-    OpenKvm(#[source] kvm_ioctls::Error),
+    OpenKvm(kvm_ioctls::Error),
     /// More (or fewer) vCPUs than KVM allows.
     #[error("{asked} vCPUs asked; this host's KVM allows 1 to {max}")]
     BadCpuCount {
@@ -56,13 +57,12 @@ pub enum VmError {
         max: usize,
     },
     /// A KVM VM-level ioctl failed.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {err}")]
     Kvm {
         /// The ioctl.
         what: &'static str,
         /// The KVM error.
-        #[source]
-        source: kvm_ioctls::Error,
+        err: kvm_ioctls::Error,
     },
     /// Guest RAM could not be created or registered.
     #[error(transparent)]
@@ -78,11 +78,11 @@ pub enum VmError {
     Acpi(#[from] AcpiError),
     /// A vCPU thread could not be started.
     #[error("cannot start a vCPU thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
-    move |source| VmError::Kvm { what, source }
+    move |err| VmError::Kvm { what, err }
 }
 
 /// A built, not yet running VM.
@@ -189,16 +189,30 @@ impl Vm {
 
     /// Runs every vCPU on its own thread until `exit` is raised, then
     /// stops them all and returns why the VM ended.
-    pub fn run(self, buses: Buses, exit: Arc<ExitSignal>) -> Result<ExitReason, VmError> {
+    /// Each vCPU thread installs `filters.vcpu` first; the calling thread
+    /// installs `filters.vmm` once the vCPUs are started.
+    pub fn run(
+        self,
+        buses: Buses,
+        exit: Arc<ExitSignal>,
+        filters: &Filters,
+    ) -> Result<ExitReason, VmError> {
         install_kick_handler().map_err(|e| VmError::Thread(e.into()))?;
         let bus = Arc::new(buses);
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let mut spawn_error = None;
         for (id, mut vcpu) in self.vcpus.into_iter().enumerate() {
             let (bus, thread_exit) = (bus.clone(), exit.clone());
+            let filter = filters.vcpu.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || run_vcpu(id, &mut vcpu, &bus, &thread_exit));
+                .spawn(move || {
+                    if let Err(e) = seccomp::install(&filter) {
+                        thread_exit.raise(ExitReason::VcpuError(format!("vCPU {id}: {e}")));
+                        return;
+                    }
+                    run_vcpu(id, &mut vcpu, &bus, &thread_exit)
+                });
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
@@ -207,6 +221,9 @@ impl Vm {
                     break;
                 }
             }
+        }
+        if let Err(e) = seccomp::install(&filters.vmm) {
+            exit.raise(ExitReason::VcpuError(format!("VMM thread: {e}")));
         }
         let reason = exit.wait();
         // A kick that lands between two KVM_RUNs is lost; repeat until every

@@ -273,3 +273,42 @@ fn a_disk_socket_that_never_answers_exits_2_after_the_bounded_retry() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(9));
     assert!(out.stdout.is_empty(), "the guest never ran");
 }
+
+#[test]
+fn stdin_reaches_the_guest_console() {
+    if !have_kvm() {
+        return;
+    }
+    // The guest echoes one line it reads from COM1, then exits 0.
+    let entry = Asm::new(CodeMode::Long)
+        .write_port(COM1_PORT, b"ready\n")
+        .echo_com1_line()
+        .mov_dx(CONTROL_PORT)
+        .mov_eax(encode_message(ControlMessage::Exit(0)))
+        .out_dx_eax()
+        .halt_loop()
+        .finish();
+    let kernel = bzimage_with_entry(&entry);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kcradle"))
+        .args([
+            "boot",
+            "--kernel",
+            kernel.path().to_str().unwrap(),
+            "--memory",
+            "64M",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"typed by the host\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ready\ntyped by the host\n");
+}

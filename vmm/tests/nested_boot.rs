@@ -138,6 +138,7 @@ fn blk_lv() -> std::path::PathBuf {
 
 /// Runs in L2: reads the disk L1 prepared, writes a marker, reports.
 const DISK_SCRIPT: &str = "devmem 0xfe000000 32 0x01000001
+grep -c ^processor /proc/cpuinfo
 cat /sys/block/vda/size
 dd if=/dev/vda bs=4096 count=1 2>/dev/null | head -c 16; echo
 printf 'written-by-l2-on-kcradle' | dd of=/dev/vda bs=4096 seek=1 conv=sync 2>/dev/null
@@ -148,8 +149,9 @@ devmem 0xfe000000 32 0x02000007
 ";
 
 /// A blk-lv disk in L1 through kcradle's virtio-pci and vhost-user path:
-/// the Debian guest loads virtio_pci and virtio_blk, reads what L1 wrote
-/// and writes what L1 then finds in the image file.
+/// the Debian guest, with 2 vCPUs and a 2-queue disk, loads virtio_pci and
+/// virtio_blk, reads what L1 wrote and writes what L1 then finds in the
+/// image file.
 #[test]
 fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
     let kernel = Kernel::debian().unwrap();
@@ -160,18 +162,19 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
     let script = format!(
         "dd if=/dev/zero of=/tmp/disk.img bs=1M count=16 2>/dev/null\n\
          printf 'written-by-l1---' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null\n\
-         blk-lv --socket /tmp/blk.sock --path /tmp/disk.img --sandbox none --seccomp none \
+         blk-lv --socket /tmp/blk.sock --path /tmp/disk.img --num-queues 2 --sandbox none --seccomp none \
            2> /tmp/blk.err &\n\
          timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
-           --disk socket=/tmp/blk.sock,num_queues=1 \
+           --cpus 2 --disk socket=/tmp/blk.sock,num_queues=2 \
            --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
          echo \"kcradle-status=$?\"\n\
-         tr -d '\\r' < /tmp/l2.log | grep -A3 '^32768$'\n\
+         tr -d '\\r' < /tmp/l2.log | grep -a -B1 -A3 '^32768$'\n\
          dd if=/tmp/disk.img bs=4096 skip=1 count=1 2>/dev/null | head -c 24; echo\n\
          echo --- kcradle stderr; cat /tmp/l2.err; echo --- blk-lv; cat /tmp/blk.err\n\
          echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
     );
     let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
         .binary_at(KCRADLE, "/usr/bin/kcradle")
         .binary_at(blk_lv(), "/usr/bin/blk-lv")
         .l2_kernel(&kernel)
@@ -186,11 +189,12 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
         "{out}\n{}",
         run.console
     );
-    // 16 MiB in 512-byte sectors, then L1's bytes as L2 read them, then
-    // L2's bytes as L2 read them back, then as L1 finds them in the file.
+    // Two vCPUs; 16 MiB in 512-byte sectors, then L1's bytes as L2 read
+    // them, then L2's bytes as L2 read them back, then as L1 finds them.
     assert_eq!(
-        &lines[1..5],
+        &lines[1..6],
         [
+            "2",
             "32768",
             "written-by-l1---",
             "written-by-l2-on-kcradle",
@@ -329,6 +333,74 @@ fn nested_kcradle_guest_pings_through_net_tap() {
         run.console
     );
     assert_eq!(&lines[1..3], ["52:54:00:12:34:56", "ping-ok"], "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
+
+/// The virtiofsd-gfs daemon built next to kcradle.
+fn virtiofsd_gfs() -> std::path::PathBuf {
+    let path = std::path::Path::new(KCRADLE).with_file_name("virtiofsd-gfs");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build -p virtiofsd-gfs)",
+        path.display()
+    );
+    path
+}
+
+/// Runs in L2: uses the share, then reboots (no status reported).
+const GFS_SCRIPT: &str = "mount -t virtiofs gfs /mnt || echo mount-failed
+cat /mnt/from-l1
+echo written-by-l2 > /mnt/from-l2
+umount /mnt
+reboot -f
+";
+
+/// Our own fs daemon with two request queues, and the guest's `reboot`
+/// ending the VM: kcradle exits 0 and logs a reset.
+#[test]
+fn nested_kcradle_guest_uses_virtiofsd_gfs_then_reboots() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtiofs"])
+        .standalone_initramfs(GFS_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "mkdir -p /tmp/share && echo written-by-l1 > /tmp/share/from-l1\n\
+         virtiofsd-gfs --socket /tmp/fs.sock --shared-dir /tmp/share --num-queues 2 \
+           --sandbox none --seccomp none 2> /tmp/fs.err &\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --fs tag=gfs,socket=/tmp/fs.sock,num_queues=2 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A0 '^written-by-l1$'\n\
+         cat /tmp/share/from-l2\n\
+         grep -c 'reason=Reset' /tmp/l2.err\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- virtiofsd-gfs; tail -5 /tmp/fs.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(virtiofsd_gfs(), "/usr/bin/virtiofsd-gfs")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=0"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(
+        &lines[1..4],
+        ["written-by-l1", "written-by-l2", "1"],
+        "{out}"
+    );
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall

@@ -64,7 +64,13 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
     let console = SerialConsole::new(out.clone()).unwrap();
     console.attach_irqfd(vm.fd()).unwrap();
     let pci = Arc::new(Mutex::new(PciRoot::new()));
-    let buses = platform_buses(console, pci, &exit, std::time::Instant::now()).unwrap();
+    let buses = platform_buses(
+        Arc::new(Mutex::new(console)),
+        pci,
+        &exit,
+        std::time::Instant::now(),
+    )
+    .unwrap();
 
     let guard_exit = exit.clone();
     std::thread::spawn(move || {
@@ -73,7 +79,7 @@ fn run_payload(cpus: u8, code: &[u8]) -> (ExitReason, Vec<u8>) {
             "test guard: payload never ended".into(),
         ));
     });
-    let reason = vm.run(buses, exit).unwrap();
+    let reason = vm.run(buses, exit, &Default::default()).unwrap();
     let output = out.0.lock().unwrap().clone();
     (reason, output)
 }

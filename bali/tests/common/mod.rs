@@ -179,3 +179,59 @@ pub fn runnable_image(keydir: &Path, dir: &Path) -> PathBuf {
     std::fs::remove_file(tar_path).unwrap();
     img
 }
+
+/// A docker-registry on a free loopback port, killed on drop.
+pub struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts docker-registry on 127.0.0.1 and waits until it listens.
+pub fn start_registry() -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry installed (see ci/packages-bali.txt)");
+    let reg = Registry {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(&reg.addr).is_err() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    reg
+}

@@ -32,9 +32,9 @@ pub fn load_initrd(
         let file = open(path)?;
         let len = file
             .metadata()
-            .map_err(|source| BootError::Read {
+            .map_err(|err| BootError::Read {
                 path: path.clone(),
-                source,
+                err,
             })?
             .len();
         total = total.next_multiple_of(PART_ALIGN).saturating_add(len);
@@ -51,15 +51,15 @@ pub fn load_initrd(
         let padded = offset.next_multiple_of(PART_ALIGN);
         let pad = vec![0u8; (padded - offset) as usize];
         mem.write_slice(&pad, GuestAddress(start + offset))
-            .map_err(|source| BootError::GuestMemory {
+            .map_err(|err| BootError::GuestMemory {
                 what: "initramfs padding",
-                source,
+                err,
             })?;
         // `len` bytes fit in guest memory (checked above), so in usize.
         mem.read_exact_volatile_from(GuestAddress(start + padded), &mut file, len as usize)
             .map_err(|e| BootError::Read {
                 path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
+                err: std::io::Error::other(e.to_string()),
             })?;
         offset = padded + len;
     }

@@ -43,9 +43,9 @@ pub fn load_bzimage(
     // fit above 1 MiB, say so instead of failing halfway through the copy.
     let file_len = file
         .metadata()
-        .map_err(|source| BootError::Read {
+        .map_err(|err| BootError::Read {
             path: path.to_path_buf(),
-            source,
+            err,
         })?
         .len();
     if HIMEM_START.saturating_add(file_len) > low_ram_end {
@@ -55,15 +55,15 @@ pub fn load_bzimage(
         });
     }
     let loaded =
-        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|source| {
+        BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(|err| {
             BootError::NotBzImage {
                 path: path.to_path_buf(),
-                source,
+                err,
             }
         })?;
     let header = loaded.setup_header.ok_or_else(|| BootError::NotBzImage {
         path: path.to_path_buf(),
-        source: linux_loader::loader::Error::InvalidKernelStartAddress,
+        err: linux_loader::loader::Error::InvalidKernelStartAddress,
     })?;
     if header.version < MIN_BOOT_PROTOCOL {
         return Err(BootError::OldBootProtocol {

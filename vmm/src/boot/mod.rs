@@ -25,22 +25,20 @@ use crate::arch::x86_64::{setup_fpu, setup_long_mode, setup_regs, ArchError, Boo
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     /// A kernel or initramfs file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {err}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     /// linux-loader rejected the kernel image.
-    #[error("{path} is not a loadable bzImage: {source}")]
+    #[error("{path} is not a loadable bzImage: {err}")]
     NotBzImage {
         /// The file.
         path: PathBuf,
         /// The loader's reason.
-        #[source]
-        source: linux_loader::loader::Error,
+        err: linux_loader::loader::Error,
     },
     /// The kernel's boot protocol predates `xloadflags` (2.12).
     #[error("{path} uses boot protocol {version:#06x}; at least 0x020c is needed")]
@@ -73,13 +71,12 @@ pub enum BootError {
         limit: u64,
     },
     /// Writing into guest memory failed.
-    #[error("cannot write {what} into guest memory: {source}")]
+    #[error("cannot write {what} into guest memory: {err}")]
     GuestMemory {
         /// What was being written.
         what: &'static str,
         /// The memory error.
-        #[source]
-        source: vm_memory::GuestMemoryError,
+        err: vm_memory::GuestMemoryError,
     },
     /// The zero page could not be built or written.
     #[error(transparent)]
@@ -189,8 +186,8 @@ fn write_cmdline(mem: &GuestMemoryMmap, cmdline: &str, kernel_max: u32) -> Resul
 
 /// Opens `path` for reading, naming it in the error.
 fn open(path: &Path) -> Result<std::fs::File, BootError> {
-    std::fs::File::open(path).map_err(|source| BootError::Read {
+    std::fs::File::open(path).map_err(|err| BootError::Read {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }

@@ -35,15 +35,14 @@ impl Trigger for EventFdTrigger {
 pub enum SerialError {
     /// eventfd creation failed.
     #[error("cannot create the serial interrupt eventfd: {0}")]
-    EventFd(#[source] io::Error),
+    EventFd(io::Error),
     /// KVM_IRQFD failed (no in-kernel irqchip?).
-    #[error("cannot attach the serial eventfd to GSI {gsi}: {source}")]
+    #[error("cannot attach the serial eventfd to GSI {gsi}: {err}")]
     Irqfd {
         /// The interrupt line.
         gsi: u32,
         /// The KVM error.
-        #[source]
-        source: kvm_ioctls::Error,
+        err: kvm_ioctls::Error,
     },
 }
 
@@ -80,19 +79,20 @@ impl<W: Write + Send> SerialConsole<W> {
     /// Wires the interrupt eventfd to COM1's GSI in `vm`'s in-kernel irqchip.
     pub fn attach_irqfd(&self, vm: &VmFd) -> Result<(), SerialError> {
         vm.register_irqfd(self.interrupt_evt(), COM1_GSI)
-            .map_err(|source| SerialError::Irqfd {
-                gsi: COM1_GSI,
-                source,
-            })
+            .map_err(|err| SerialError::Irqfd { gsi: COM1_GSI, err })
     }
 
     /// Queues host input for the guest to read; returns how many bytes fit
-    /// in the receive FIFO.
+    /// in the receive FIFO (0 when it is full: the caller retries later).
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
-        self.uart.enqueue_raw_bytes(bytes).unwrap_or_else(|_| {
-            self.errors += 1;
-            0
-        })
+        match self.uart.enqueue_raw_bytes(bytes) {
+            Ok(n) => n,
+            Err(vm_superio::serial::Error::FullFifo) => 0,
+            Err(_) => {
+                self.errors += 1;
+                0
+            }
+        }
     }
 
     /// The writer the guest's output goes to.
@@ -171,6 +171,18 @@ mod tests {
         assert_eq!(read(&mut console, THR), b'o');
         assert_eq!(read(&mut console, THR), b'k');
         assert_eq!(read(&mut console, LSR) & 0x01, 0);
+    }
+
+    #[test]
+    fn a_full_fifo_takes_what_fits_and_is_not_an_error() {
+        let mut console = SerialConsole::new(Vec::new()).unwrap();
+        let big = [b'x'; 100];
+        let first = console.enqueue_input(&big);
+        assert!(first > 0 && first < 100);
+        assert_eq!(console.enqueue_input(&big), 0);
+        assert_eq!(console.errors(), 0);
+        assert_eq!(read(&mut console, THR), b'x');
+        assert_eq!(console.enqueue_input(&big), 1);
     }
 
     #[test]

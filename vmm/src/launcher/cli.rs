@@ -9,7 +9,7 @@ use cradle_image::registry::DOCKER_HUB;
 
 use super::pod::ProcessOverrides;
 use super::pods::PodRecord;
-use super::progress::LayerProgress;
+use super::progress::layer_progress;
 use super::run::{remove, run, stop, RunOptions};
 use super::spec::{parse_env, Entrypoint, PublishSpec, VolumeSpec};
 use super::state::StateDir;
@@ -99,8 +99,7 @@ pub fn run_summon(a: SummonArgs) -> ExitCode {
         default_registry: registry,
         state: StateDir::resolve(a.state.state_dir.as_deref()),
     };
-    let mut progress = LayerProgress::new(a.quiet);
-    match summon(&opts, &mut progress) {
+    match summon(&opts, layer_progress(a.quiet)) {
         Ok(b) => {
             if !a.quiet {
                 eprintln!(

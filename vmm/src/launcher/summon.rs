@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cradle_image::registry::{PullProgress, Puller, RegistryRef};
+use cradle_image::registry::{pull, Progress, PullOptions, Reference};
 use cradle_image::{Image, ImageError, ImageRef, UnpackOptions};
 
 use super::bundle::{Bundle, BundleImage, BundleVolume, Layout, BUNDLE_VERSION};
@@ -175,7 +175,7 @@ fn check_options(o: &SummonOptions) -> Result<(), SummonError> {
 }
 
 /// Opens or pulls the image.
-fn open_image(o: &SummonOptions, progress: &mut dyn PullProgress) -> Result<Image, SummonError> {
+fn open_image(o: &SummonOptions, progress: Option<Progress>) -> Result<Image, SummonError> {
     let wrap = |source| SummonError::Image {
         reference: o.image.clone(),
         source,
@@ -183,9 +183,11 @@ fn open_image(o: &SummonOptions, progress: &mut dyn PullProgress) -> Result<Imag
     let cwd = std::env::current_dir().map_err(io(Path::new(".")))?;
     match ImageRef::parse(&o.image, &cwd).map_err(wrap)? {
         ImageRef::Registry(r) => {
-            let r = RegistryRef::parse(&r, &o.default_registry).map_err(wrap)?;
-            let mut puller = Puller::new(&o.state.blobs()).map_err(wrap)?;
-            puller.pull(&r, progress).map_err(wrap)
+            let r = Reference::parse(&r, &o.default_registry).map_err(wrap)?;
+            let mut opts = PullOptions::new(o.state.blobs());
+            opts.default_registry = o.default_registry.clone();
+            opts.progress = progress;
+            pull(&r, &opts).map_err(wrap)
         }
         local => local.open().map_err(wrap),
     }
@@ -317,7 +319,7 @@ fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<(), SummonError>
 }
 
 /// Makes the bundle. On error nothing of it exists.
-pub fn summon(o: &SummonOptions, progress: &mut dyn PullProgress) -> Result<Bundle, SummonError> {
+pub fn summon(o: &SummonOptions, progress: Option<Progress>) -> Result<Bundle, SummonError> {
     check_options(o)?;
     let cwd = std::env::current_dir().map_err(io(Path::new(".")))?;
     let dir = cwd.join(&o.dir);

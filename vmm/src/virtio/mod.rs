@@ -93,4 +93,9 @@ pub trait VirtioBackend: Send {
     fn activate(&mut self, features: u64, queues: &[ActiveQueue<'_>]) -> Result<(), String>;
     /// Stops the device (driver reset).
     fn reset(&mut self);
+    /// A socket whose hang-up means the backend is gone (a vhost-user
+    /// daemon's connection); `None` for backends that cannot vanish.
+    fn hangup_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }

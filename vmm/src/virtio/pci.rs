@@ -67,15 +67,14 @@ const MSIX_FUNCTION_MASK: u32 = 1 << 30;
 pub enum TransportError {
     /// An eventfd could not be created.
     #[error("eventfd: {0}")]
-    EventFd(#[source] std::io::Error),
+    EventFd(std::io::Error),
     /// KVM refused an ioeventfd or irqfd.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {err}")]
     Kvm {
         /// The ioctl.
         what: &'static str,
         /// The KVM error.
-        #[source]
-        source: kvm_ioctls::Error,
+        err: kvm_ioctls::Error,
     },
     /// GSI routing failed.
     #[error(transparent)]
@@ -212,9 +211,9 @@ impl VirtioPciDevice {
             let kick = evt()?;
             let addr = bar + NOTIFY_OFFSET + (i as u64) * u64::from(NOTIFY_MULTIPLIER);
             vm.register_ioevent(&kick, &IoEventAddress::Mmio(addr), NoDatamatch)
-                .map_err(|source| TransportError::Kvm {
+                .map_err(|err| TransportError::Kvm {
                     what: "KVM_IOEVENTFD",
-                    source,
+                    err,
                 })?;
             kicks.push(kick);
         }
@@ -227,9 +226,9 @@ impl VirtioPciDevice {
                 .allocate()?;
             let call = evt()?;
             vm.register_irqfd(&call, gsi)
-                .map_err(|source| TransportError::Kvm {
+                .map_err(|err| TransportError::Kvm {
                     what: "KVM_IRQFD",
-                    source,
+                    err,
                 })?;
             calls.push(call);
             gsis.push(gsi);
@@ -271,6 +270,21 @@ impl VirtioPciDevice {
     /// The device status the guest last wrote (plus NEEDS_RESET).
     pub fn status(&self) -> u8 {
         self.status
+    }
+
+    /// Marks the device failed (NEEDS_RESET) and tells the guest with a
+    /// configuration-change interrupt, as when its daemon disconnects.
+    pub fn mark_needs_reset(&mut self) {
+        self.status |= STATUS_NEEDS_RESET;
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if let Some(call) = self.calls.get(usize::from(self.msix_config)) {
+            let _ = call.write(1);
+        }
+    }
+
+    /// The backend's hang-up socket, if it has one.
+    pub fn hangup_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.backend.hangup_fd()
     }
 
     fn reset(&mut self) {

@@ -30,24 +30,22 @@ const CONNECT_RETRY: Duration = Duration::from_millis(50);
 #[derive(Debug, thiserror::Error)]
 pub enum VhostUserError {
     /// The daemon's socket did not accept a connection in time.
-    #[error("vhost-user socket {path} did not answer within {timeout:?}: {source}")]
+    #[error("vhost-user socket {path} did not answer within {timeout:?}: {err}")]
     Connect {
         /// The socket.
         path: PathBuf,
         /// How long we tried.
         timeout: Duration,
         /// The last error.
-        #[source]
-        source: vhost::Error,
+        err: vhost::Error,
     },
     /// The handshake failed.
-    #[error("vhost-user handshake with {path}: {source}")]
+    #[error("vhost-user handshake with {path}: {err}")]
     Handshake {
         /// The socket.
         path: PathBuf,
         /// The protocol error.
-        #[source]
-        source: vhost::Error,
+        err: vhost::Error,
     },
     /// The daemon lacks something we need.
     #[error("vhost-user daemon at {path}: {what}")]
@@ -216,11 +214,11 @@ fn connect(path: &Path, queues: u64, timeout: Duration) -> Result<Frontend, Vhos
     loop {
         match Frontend::connect(path, queues) {
             Ok(f) => return Ok(f),
-            Err(source) if Instant::now() >= deadline => {
+            Err(err) if Instant::now() >= deadline => {
                 return Err(VhostUserError::Connect {
                     path: path.to_path_buf(),
                     timeout,
-                    source,
+                    err,
                 })
             }
             Err(_) => std::thread::sleep(CONNECT_RETRY),
@@ -246,9 +244,9 @@ impl VhostUserDevice {
             vmm_features,
         } = spec;
         let mut frontend = connect(path, u64::from(num_queues), timeout)?;
-        let hs = |source| VhostUserError::Handshake {
+        let hs = |err| VhostUserError::Handshake {
             path: path.to_path_buf(),
-            source,
+            err,
         };
         frontend.set_owner().map_err(hs)?;
         let backend_features = frontend.get_features().map_err(hs)?;
@@ -423,6 +421,10 @@ impl VirtioBackend for VhostUserDevice {
             "vhost-user device started"
         );
         Ok(())
+    }
+
+    fn hangup_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.frontend))
     }
 
     fn reset(&mut self) {

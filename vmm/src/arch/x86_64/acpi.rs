@@ -47,13 +47,12 @@ const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
     /// The tables do not fit below 1 MiB or outside guest RAM.
-    #[error("cannot write ACPI table {table}: {source}")]
+    #[error("cannot write ACPI table {table}: {err}")]
     Write {
         /// Table signature.
         table: &'static str,
         /// The memory error.
-        #[source]
-        source: GuestMemoryError,
+        err: GuestMemoryError,
     },
     /// The tables outgrew their area.
     #[error("ACPI tables need {0} bytes, more than the BIOS area holds")]
@@ -193,7 +192,7 @@ pub fn write_acpi_tables(mem: &GuestMemoryMmap, cpus: usize) -> Result<u64, Acpi
         ("APIC", madt_addr, madt),
     ] {
         mem.write_slice(&data, GuestAddress(addr))
-            .map_err(|source| AcpiError::Write { table, source })?;
+            .map_err(|err| AcpiError::Write { table, err })?;
     }
     Ok(RSDP_START)
 }

@@ -25,7 +25,7 @@ pub enum BootParamsError {
     TooManyE820Entries(usize),
     /// Writing the zero page into guest memory failed.
     #[error("cannot write the zero page: {0}")]
-    Write(#[source] linux_loader::configurator::Error),
+    Write(linux_loader::configurator::Error),
 }
 
 /// What goes into the zero page besides the kernel's own setup header.

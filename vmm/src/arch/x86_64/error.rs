@@ -7,25 +7,25 @@ use vm_memory::GuestMemoryError;
 pub enum ArchError {
     /// Reading the special registers of the vCPU failed.
     #[error("KVM_GET_SREGS failed: {0}")]
-    GetSregs(#[source] kvm_ioctls::Error),
+    GetSregs(kvm_ioctls::Error),
     /// Writing the special registers of the vCPU failed.
     #[error("KVM_SET_SREGS failed: {0}")]
-    SetSregs(#[source] kvm_ioctls::Error),
+    SetSregs(kvm_ioctls::Error),
     /// Writing the general registers of the vCPU failed.
     #[error("KVM_SET_REGS failed: {0}")]
-    SetRegs(#[source] kvm_ioctls::Error),
+    SetRegs(kvm_ioctls::Error),
     /// Writing the FPU state of the vCPU failed.
     #[error("KVM_SET_FPU failed: {0}")]
-    SetFpu(#[source] kvm_ioctls::Error),
+    SetFpu(kvm_ioctls::Error),
     /// KVM_GET_SUPPORTED_CPUID failed.
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
-    GetSupportedCpuid(#[source] kvm_ioctls::Error),
+    GetSupportedCpuid(kvm_ioctls::Error),
     /// KVM_SET_CPUID2 failed.
     #[error("KVM_SET_CPUID2 failed: {0}")]
-    SetCpuid(#[source] kvm_ioctls::Error),
+    SetCpuid(kvm_ioctls::Error),
     /// KVM_SET_MSRS failed.
     #[error("KVM_SET_MSRS failed: {0}")]
-    SetMsrs(#[source] kvm_ioctls::Error),
+    SetMsrs(kvm_ioctls::Error),
     /// KVM did not accept one of the boot MSRs.
     #[error("KVM rejected MSR {0:#x}")]
     MsrRejected(u32),
@@ -34,19 +34,19 @@ pub enum ArchError {
     TooManyMsrs(usize),
     /// KVM_GET_LAPIC failed.
     #[error("KVM_GET_LAPIC failed: {0}")]
-    GetLapic(#[source] kvm_ioctls::Error),
+    GetLapic(kvm_ioctls::Error),
     /// KVM_SET_LAPIC failed.
     #[error("KVM_SET_LAPIC failed: {0}")]
-    SetLapic(#[source] kvm_ioctls::Error),
+    SetLapic(kvm_ioctls::Error),
     /// The GDT does not fit in guest memory.
     #[error("cannot write the GDT into guest memory: {0}")]
-    WriteGdt(#[source] GuestMemoryError),
+    WriteGdt(GuestMemoryError),
     /// The IDT does not fit in guest memory.
     #[error("cannot write the IDT into guest memory: {0}")]
-    WriteIdt(#[source] GuestMemoryError),
+    WriteIdt(GuestMemoryError),
     /// The page tables do not fit in guest memory.
     #[error("cannot write the page tables into guest memory: {0}")]
-    WritePageTables(#[source] GuestMemoryError),
+    WritePageTables(GuestMemoryError),
     /// More identity-mapped memory was asked for than the boot tables cover.
     #[error("cannot identity-map {0} GiB: the boot page tables cover at most {max} GiB", max = crate::arch::x86_64::paging::MAX_IDENTITY_MAP_GIB)]
     IdentityMapTooLarge(u64),
