@@ -42,7 +42,7 @@ fn is_index(m: &str) -> bool {
     m.ends_with("image.index.v1+json") || m.ends_with("manifest.list.v2+json")
 }
 
-fn pick_platform<'a>(descs: &'a [Descriptor], what: &str) -> Result<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(descs: &'a [Descriptor], what: &str) -> Result<&'a Descriptor> {
     if let [one] = descs {
         return Ok(one);
     }

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod irq;
 pub mod kick;
 pub mod launch;
+pub mod launcher;
 pub mod memory;
 pub mod minivm;
 pub mod payload;

@@ -33,6 +33,16 @@ enum Command {
     },
     /// Boot a Linux kernel in a microVM; exits with the guest's status.
     Boot(Box<BootArgs>),
+    /// Make a bundle directory from a container image.
+    Summon(Box<cradle_vmm::launcher::cli::SummonArgs>),
+    /// Run a bundle: device daemons, pod network, docker.sock and the VM.
+    Run(cradle_vmm::launcher::cli::RunArgs),
+    /// List running pods.
+    Ps(cradle_vmm::launcher::cli::StateArgs),
+    /// Stop a running pod gracefully.
+    Stop(cradle_vmm::launcher::cli::DirArgs),
+    /// Delete a bundle that is not running.
+    Rm(cradle_vmm::launcher::cli::DirArgs),
 }
 
 #[derive(Debug, Args)]
@@ -164,5 +174,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Boot(args) => run_boot(*args, started),
+        Command::Summon(args) => cradle_vmm::launcher::cli::run_summon(*args),
+        Command::Run(args) => cradle_vmm::launcher::cli::run_run(args),
+        Command::Ps(args) => cradle_vmm::launcher::cli::run_ps(args),
+        Command::Stop(args) => cradle_vmm::launcher::cli::run_stop(args),
+        Command::Rm(args) => cradle_vmm::launcher::cli::run_rm(args),
     }
 }

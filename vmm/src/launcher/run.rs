@@ -1,0 +1,335 @@
+//! `kcradle run DIR`: daemons, host network, docker.sock and the VM for a
+//! bundle, torn down in reverse on every way out.
+//!
+//! Order: boot artifacts (cached) → pod record → tap + nftables → device
+//! daemons (each waited for) → pod config archive → docker.sock proxy →
+//! `kcradle boot` as a child (its console on our stdout) → wait. SIGINT,
+//! SIGTERM and SIGHUP are forwarded to the VMM as SIGTERM (it stops the VM
+//! and exits 128+N); the children run in their own process group so a
+//! terminal's Ctrl-C reaches only us and the teardown order stays ours.
+//! [`Pod`]'s `Drop` is the one teardown path: proxy, VMM, daemons
+//! (SIGTERM, then SIGKILL after 5 s), network, sockets, record.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+use super::bundle::{Bundle, BundleError, Layout};
+use super::daemons::{self, DaemonError};
+use super::initrd::{self, InitrdError};
+use super::net::{NetError, PodNet};
+use super::pods::PodRecord;
+use super::proxy::DockerProxy;
+use super::state::StateDir;
+
+/// What `kcradle run` was asked for.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The bundle.
+    pub dir: PathBuf,
+    /// Kernel image; the installed Debian cloud kernel when absent.
+    pub kernel: Option<PathBuf>,
+    /// State directory.
+    pub state: StateDir,
+    /// `--sandbox` given to every daemon (their default when absent).
+    pub sandbox: Option<String>,
+}
+
+/// Why the pod could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Not a bundle, or a bad one.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// This bundle runs already.
+    #[error("{0}: already running (pid {1})")]
+    Running(PathBuf, u32),
+    /// Every pod network slot is taken.
+    #[error("no free pod network")]
+    NoNetwork,
+    /// Kernel or initramfs.
+    #[error(transparent)]
+    Initrd(#[from] InitrdError),
+    /// Host network.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A device daemon.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// Local I/O.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+impl RunError {
+    /// 2 for what the user can fix (bundle, running already, kernel), 1
+    /// for failures of this machine.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Bundle(_) | RunError::Running(..) | RunError::Initrd(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNALLED.store(sig, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe; the previous handler is not needed.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn term(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: signalling our own child by pid; it has not been reaped
+        // yet (we still own its `Child`), so the pid is not reused.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+fn stop_child(mut child: Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    term(&child);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Everything a running pod holds; dropping it tears it all down.
+struct Pod {
+    state: StateDir,
+    layout: Layout,
+    record: Option<PodRecord>,
+    net: Option<PodNet>,
+    daemons: Vec<Child>,
+    proxy: Option<DockerProxy>,
+    vmm: Option<Child>,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.proxy.take();
+        if let Some(vmm) = self.vmm.take() {
+            stop_child(vmm, Duration::from_secs(15));
+        }
+        for d in self.daemons.drain(..).rev() {
+            stop_child(d, Duration::from_secs(5));
+        }
+        if let Some(net) = self.net.take() {
+            net.teardown();
+        }
+        if let Ok(rd) = std::fs::read_dir(self.layout.run()) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        if let Some(r) = self.record.take() {
+            r.remove(&self.state);
+        }
+    }
+}
+
+fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1),
+        (None, Some(s)) => u8::try_from(128 + s).unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// The pod config with the network and modules `run` decided.
+fn final_pod_config(
+    layout: &Layout,
+    net: &PodNet,
+    modules: &[String],
+) -> Result<Vec<u8>, RunError> {
+    let path = layout.pod_json();
+    let raw = std::fs::read(&path).map_err(|e| RunError::Io(path.display().to_string(), e))?;
+    let mut pod: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| RunError::Bundle(BundleError::Invalid(path.clone(), e.to_string())))?;
+    pod["network"] = json!({
+        "interfaces": [{"name": "eth0", "addresses": [format!("{}/30", net.guest_ip)], "mtu": 1500}],
+        "gateway": net.host_ip.to_string(),
+    });
+    pod["modules"] = json!(modules);
+    Ok(serde_json::to_vec_pretty(&pod).unwrap_or_default())
+}
+
+/// Runs the pod to its end; returns the exit status for kcradle.
+pub fn run(o: &RunOptions) -> Result<u8, RunError> {
+    let dir = std::fs::canonicalize(&o.dir)
+        .map_err(|e| RunError::Bundle(BundleError::NotABundle(o.dir.clone(), e)))?;
+    let bundle = Bundle::load(&dir)?;
+    let layout = Layout::new(&dir);
+    if let Some(r) = PodRecord::find(&o.state, &dir) {
+        return Err(RunError::Running(dir, r.pid));
+    }
+    let (kernel, release) = match &o.kernel {
+        Some(k) => {
+            let rel = initrd::release_of(k).ok_or_else(|| {
+                InitrdError::NoModules(format!("of {} (name it vmlinuz-RELEASE)", k.display()))
+            })?;
+            (k.clone(), rel)
+        }
+        None => initrd::default_kernel()?,
+    };
+    let (base_initrd, modules) = initrd::guest_initramfs(&o.state.initramfs(), &release)?;
+    let index = PodRecord::free_index(&o.state).ok_or(RunError::NoNetwork)?;
+    let net = PodNet::new(&bundle.id, index);
+    catch_signals();
+
+    let mut pod = Pod {
+        state: o.state.clone(),
+        layout: layout.clone(),
+        record: None,
+        net: None,
+        daemons: Vec::new(),
+        proxy: None,
+        vmm: None,
+    };
+    let record = PodRecord {
+        id: bundle.id.clone(),
+        dir: dir.clone(),
+        pid: std::process::id(),
+        net_index: index,
+        address: net.guest_ip.to_string(),
+        started: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    record
+        .create(&o.state)
+        .map_err(|e| RunError::Io(format!("pod record {}", bundle.id), e))?;
+    pod.record = Some(record);
+    for d in [layout.run(), layout.logs()] {
+        std::fs::create_dir_all(&d).map_err(|e| RunError::Io(d.display().to_string(), e))?;
+    }
+
+    net.setup(&bundle.publish)?;
+    pod.net = Some(net.clone());
+
+    let plan = daemons::plan(&bundle, &layout, &net);
+    for spec in &plan {
+        let mut spec = spec.clone();
+        if let Some(mode) = &o.sandbox {
+            spec.args.extend(["--sandbox".to_string(), mode.clone()]);
+        }
+        let child = daemons::start(&spec, &layout.logs())?;
+        pod.daemons.push(child);
+        if SIGNALLED.load(Ordering::SeqCst) != 0 {
+            return Ok(128 + SIGNALLED.load(Ordering::SeqCst) as u8);
+        }
+    }
+
+    let pod_cpio = layout.run().join("pod.cpio");
+    initrd::pod_archive(&pod_cpio, &final_pod_config(&layout, &net, &modules)?)?;
+    let sock = layout.docker_sock();
+    pod.proxy = Some(
+        DockerProxy::start(&sock, (net.guest_ip, 1).into())
+            .map_err(|e| RunError::Io(sock.display().to_string(), e))?,
+    );
+
+    let exe = std::env::current_exe().map_err(|e| RunError::Io("kcradle".into(), e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("boot")
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&base_initrd)
+        .arg("--initrd")
+        .arg(&pod_cpio)
+        .args(["--cmdline", "console=ttyS0 reboot=k panic=-1 quiet"])
+        .args(["--cpus", &bundle.cpus.to_string()])
+        .args(["--memory", &format!("{}M", bundle.memory_mib)])
+        .args(["--serial", "stdio"])
+        .process_group(0);
+    for spec in &plan {
+        cmd.args(spec.device.boot_args());
+    }
+    let vmm = cmd
+        .spawn()
+        .map_err(|e| RunError::Io("kcradle boot".into(), e))?;
+    pod.vmm = Some(vmm);
+    let mut forwarded = false;
+    loop {
+        let Some(vmm) = pod.vmm.as_mut() else {
+            return Ok(1);
+        };
+        match vmm.try_wait() {
+            Ok(Some(status)) => {
+                pod.vmm = None;
+                return Ok(exit_code(status));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(RunError::Io("waiting for the VMM".into(), e)),
+        }
+        if !forwarded && SIGNALLED.load(Ordering::SeqCst) != 0 {
+            term(vmm);
+            forwarded = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `kcradle stop DIR`: SIGTERM to the pod's `kcradle run`, then wait for
+/// it to finish its teardown (at most `timeout`).
+pub fn stop(state: &StateDir, dir: &Path, timeout: Duration) -> Result<bool, RunError> {
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| RunError::Bundle(BundleError::NotABundle(dir.to_path_buf(), e)))?;
+    Bundle::load(&dir)?;
+    let Some(r) = PodRecord::find(state, &dir) else {
+        return Ok(false);
+    };
+    if let Ok(pid) = i32::try_from(r.pid) {
+        // SAFETY: plain kill(2) on the pid the pod recorded for itself.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    while PodRecord::find(state, &dir).is_some() {
+        if Instant::now() > deadline {
+            return Err(RunError::Io(
+                format!("pod {}", r.id),
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "did not stop in time"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(true)
+}
+
+/// `kcradle rm DIR`: deletes a bundle that is not running. LV files under
+/// another `--lv-root` and GFS volumes are kept: they outlive bundles.
+pub fn remove(state: &StateDir, dir: &Path) -> Result<(), RunError> {
+    let canon = std::fs::canonicalize(dir)
+        .map_err(|e| RunError::Bundle(BundleError::NotABundle(dir.to_path_buf(), e)))?;
+    Bundle::load(&canon)?;
+    if let Some(r) = PodRecord::find(state, &canon) {
+        return Err(RunError::Running(canon, r.pid));
+    }
+    std::fs::remove_dir_all(&canon).map_err(|e| RunError::Io(canon.display().to_string(), e))
+}
