@@ -170,6 +170,8 @@ impl CephCluster {
              osd pool default pg num = 8\n\
              mon allow pool size one = true\n\
              mon allow pool delete = true\n\
+             mon data avail crit = 1\n\
+             mon data avail warn = 2\n\
              osd objectstore = memstore\n\
              memstore device bytes = {MEMSTORE_BYTES}\n\
              osd crush chooseleaf type = 0\n\
@@ -287,6 +289,7 @@ impl CephCluster {
             &["--mkfs", "-i", "a", "--monmap", &monmap, "--keyring", &kr],
         )?;
         self.mon = Some(self.daemon("ceph-mon", "a")?);
+        self.wait_mon()?;
 
         let osd_kr = self.path("osd.0/keyring").to_string_lossy().into_owned();
         authtool(&["--create-keyring", &osd_kr, "--gen-key", "-n", "osd.0"])?;
@@ -331,6 +334,25 @@ impl CephCluster {
         self.ceph(&["osd", "pool", "create", "cephfs_data", "8"])?;
         self.ceph(&["fs", "new", FS_NAME, "cephfs_metadata", "cephfs_data"])?;
         self.wait_active()
+    }
+
+    /// Waits until the monitor answers: on a loaded machine it can take
+    /// longer to come up than one client call waits.
+    fn wait_mon(&self) -> Result<(), TestbedError> {
+        let start = Instant::now();
+        loop {
+            let answered = self.tool("ceph", &["--connect-timeout", "10", "mon", "stat"]);
+            match answered {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() > START_BOUND => {
+                    return Err(TestbedError::BadConfig(format!(
+                        "ceph: monitor not answering within {START_BOUND:?} ({e}); logs in {}",
+                        self.path("log").display()
+                    )))
+                }
+                Err(_) => thread::sleep(Duration::from_millis(300)),
+            }
+        }
     }
 
     /// Waits until the filesystem has an active MDS and the OSD is up.
