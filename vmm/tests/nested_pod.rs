@@ -126,7 +126,11 @@ fn nested_pod_serves_http_docker_volumes_and_exit_status() {
     web_image(&img);
     let mut host = NestedHost::new()
         .configure(|l1| {
+            // The L1 initramfs carries debug builds of every binary (and
+            // virtiofsd-gfs's Ceph client libraries): ~400 MB to unpack
+            // before L2 and the daemons need memory.
             l1.cpus(1)
+                .memory_mib(3072)
                 .modules(&[
                     "tun",
                     "nf_tables",
