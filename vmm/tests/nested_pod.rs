@@ -93,7 +93,7 @@ D="timeout 120 docker -H unix:///pod/docker.sock"
 get() { printf 'GET %s HTTP/1.0\r\n\r\n' "$1" | timeout 5 nc 169.254.128.1 18080 2>/dev/null | tail -1; }
 waithttp() { for i in $(seq 120); do r=$(get /); [ -n "$r" ] && echo "$r" && return; sleep 1; done; }
 kcradle summon /pod docker-archive:/img.tar -q -p 18080:80 -v gfs:shared:/shared \
-  -v lv:data:64M:/data --memory 256M --state-dir /st || echo summon-failed
+  -v lv:data:64M:/data --memory 512M --state-dir /st || echo summon-failed
 kcradle run /pod --sandbox chroot --state-dir /st > /tmp/run1.log 2>&1 &
 echo "http=$(waithttp)"
 $D exec main /bin/busybox sh -c 'echo from-pod > /shared/f; echo lv-kept > /data/x; sync'; echo "exec=$?"
@@ -108,7 +108,7 @@ echo "http-again=$(waithttp)"
 echo "lv=$($D exec main /bin/busybox cat /data/x)"
 timeout 60 kcradle stop /pod --state-dir /st
 wait
-kcradle summon /pod2 docker-archive:/img.tar -q --memory 256M --state-dir /st \
+kcradle summon /pod2 docker-archive:/img.tar -q --memory 512M --state-dir /st \
   --cmd sh -c 'echo bye; exit 7'
 timeout 120 kcradle run /pod2 --sandbox chroot --state-dir /st > /tmp/run3.log 2>&1; echo "exit=$?"
 echo "left-taps=$(ls /sys/class/net | grep -c kc)"
