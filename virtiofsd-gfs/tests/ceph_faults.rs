@@ -33,6 +33,22 @@ fn osd_pid(cluster: &CephCluster) -> i32 {
     panic!("no ceph-osd for this cluster");
 }
 
+/// Whether every thread of `pid` is in the stopped state.
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Frozen while alive; thawed on drop (also when the test fails).
 struct Frozen(i32);
 
@@ -40,6 +56,14 @@ impl Frozen {
     fn new(pid: i32) -> Frozen {
         // SAFETY: a signal to a process this test started.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        // kill() returns before the stop takes effect: on a loaded machine
+        // the OSD could still answer the next request. Wait until every
+        // thread is stopped ('T' in /proc/PID/task/TID/stat).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "ceph-osd {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Frozen(pid)
     }
 }
