@@ -502,15 +502,7 @@ impl QemuGuest {
                         "-netdev",
                         &format!("vhost-user,id=vn{i},chardev=vu{i},queues={queue_pairs}"),
                     ]);
-                    let mut mq = if *queue_pairs > 1 {
-                        format!(",mq=on,vectors={}", 2 * queue_pairs + 2)
-                    } else {
-                        String::new()
-                    };
-                    if !self.net_msix {
-                        mq = mq.replace(&format!(",vectors={}", 2 * queue_pairs + 2), "");
-                        mq.push_str(",vectors=0");
-                    }
+                    let mq = nic_queue_options(*queue_pairs, self.net_msix);
                     cmd.args([
                         "-device",
                         &format!("virtio-net-pci,netdev=vn{i},mac={mac}{mq}"),
@@ -527,15 +519,7 @@ impl QemuGuest {
                             "tap,id=tn{i},ifname={ifname},script=no,downscript=no,vhost=off,queues={queue_pairs}"
                         ),
                     ]);
-                    let mut mq = if *queue_pairs > 1 {
-                        format!(",mq=on,vectors={}", 2 * queue_pairs + 2)
-                    } else {
-                        String::new()
-                    };
-                    if !self.net_msix {
-                        mq = mq.replace(&format!(",vectors={}", 2 * queue_pairs + 2), "");
-                        mq.push_str(",vectors=0");
-                    }
+                    let mq = nic_queue_options(*queue_pairs, self.net_msix);
                     cmd.args([
                         "-device",
                         &format!("virtio-net-pci,netdev=tn{i},mac={mac}{mq}"),
@@ -561,6 +545,22 @@ impl QemuGuest {
             .stderr(Stdio::piped());
         Ok(cmd)
     }
+}
+
+/// `virtio-net-pci` options for `queue_pairs` pairs: multi-queue with one
+/// MSI-X vector per queue plus config and control, or INTx (`vectors=0`)
+/// when MSI-X is off.
+fn nic_queue_options(queue_pairs: u32, msix: bool) -> String {
+    let mut opts = String::new();
+    if queue_pairs > 1 {
+        opts.push_str(",mq=on");
+    }
+    if !msix {
+        opts.push_str(",vectors=0");
+    } else if queue_pairs > 1 {
+        opts.push_str(&format!(",vectors={}", 2 * queue_pairs + 2));
+    }
+    opts
 }
 
 /// Socket paths go into a comma-separated QEMU option string.
