@@ -42,7 +42,20 @@ fn template_passes_systemd_analyze_verify() {
         assert!(err.trim().is_empty(), "{name}: warnings: {err}");
     }
     assert_eq!(key(UNIT, "Type"), "notify");
-    assert_eq!(key(UNIT, "EnvironmentFile"), "/etc/cradle/blk-lv/%i.env");
+    // An operator's file in /etc, kcradle's in /run (wins); one must exist.
+    let envs: Vec<&str> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("EnvironmentFile="))
+        .collect();
+    assert_eq!(
+        envs,
+        ["-/etc/cradle/blk-lv/%i.env", "-/run/cradle/blk-lv/%i.env"]
+    );
+    let asserts: Vec<&str> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("AssertPathExists=|"))
+        .collect();
+    assert_eq!(envs.iter().map(|e| &e[1..]).collect::<Vec<_>>(), asserts);
     assert_eq!(key(UNIT, "KillSignal"), "SIGTERM");
 }
 
@@ -84,9 +97,14 @@ fn exec_start_runs_as_systemd_would() {
     let env = [
         ("BLK_LV_PATH", img.to_str().unwrap()),
         ("BLK_LV_SOCKET", sock.to_str().unwrap()),
+        ("BLK_LV_SERIAL", "lv-vol0"),
         ("BLK_LV_ARGS", "--num-queues 2 --iops 100000"),
     ];
-    let argv = expand(&key(&unit_with_binary(), "ExecStart"), &env, "vol0");
+    let argv = expand(
+        &key(&unit_with_binary(), "ExecStart"),
+        &env,
+        "kc0-pod-blk-vol0",
+    );
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -105,7 +123,7 @@ fn exec_start_runs_as_systemd_would() {
     let id = qs[0]
         .execute(cradle_devices::driver::blk::BlkRequest::GetId)
         .unwrap();
-    assert_eq!(&id.data[..4], b"vol0", "--serial %i");
+    assert_eq!(&id.data[..8], b"lv-vol0\0", "--serial ${{BLK_LV_SERIAL}}");
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(&mut child, 10).and_then(|s| s.code()), Some(0));
 }

@@ -41,7 +41,20 @@ fn template_passes_systemd_analyze_verify() {
     assert!(out.status.success(), "{err}");
     assert!(err.trim().is_empty(), "warnings: {err}");
     assert_eq!(key(UNIT, "Type"), "notify");
-    assert_eq!(key(UNIT, "EnvironmentFile"), "/etc/cradle/net-tap/%i.env");
+    // An operator's file in /etc, kcradle's in /run (wins); one must exist.
+    let envs: Vec<&str> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("EnvironmentFile="))
+        .collect();
+    assert_eq!(
+        envs,
+        ["-/etc/cradle/net-tap/%i.env", "-/run/cradle/net-tap/%i.env"]
+    );
+    let asserts: Vec<&str> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("AssertPathExists=|"))
+        .collect();
+    assert_eq!(envs.iter().map(|e| &e[1..]).collect::<Vec<_>>(), asserts);
     assert_eq!(key(UNIT, "KillSignal"), "SIGTERM");
 }
 

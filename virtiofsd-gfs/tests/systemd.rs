@@ -1,7 +1,8 @@
 //! The systemd template unit: `systemd-analyze verify` accepts it without
 //! a single warning, and its ExecStart line, expanded the way systemd
 //! would with a sample environment file, starts a daemon that reports
-//! READY=1, offers the instance name as its tag and stops on SIGTERM.
+//! READY=1, offers the tag of its environment file (not the instance
+//! name, which carries a pod prefix) and stops on SIGTERM.
 
 mod common;
 
@@ -42,10 +43,23 @@ fn template_passes_systemd_analyze_verify() {
     }
     assert_eq!(key(UNIT, "Type"), "notify");
     assert_eq!(key(UNIT, "KillSignal"), "SIGTERM");
+    // An operator's file in /etc, kcradle's in /run (wins); one must exist.
+    let envs: Vec<&str> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("EnvironmentFile="))
+        .collect();
     assert_eq!(
-        key(UNIT, "EnvironmentFile"),
-        "/etc/cradle/virtiofsd-gfs/%i.env"
+        envs,
+        [
+            "-/etc/cradle/virtiofsd-gfs/%i.env",
+            "-/run/cradle/virtiofsd-gfs/%i.env"
+        ]
     );
+    let asserts: Vec<&str> = UNIT
+        .lines()
+        .filter_map(|l| l.strip_prefix("AssertPathExists=|"))
+        .collect();
+    assert_eq!(envs.iter().map(|e| &e[1..]).collect::<Vec<_>>(), asserts);
 }
 
 /// Expands `${VAR}`, `$VAR` (split into words) and `%i` like systemd.
@@ -79,12 +93,17 @@ fn exec_start_runs_as_systemd_would() {
     let env = [
         ("GFS_SHARED_DIR", tree.to_str().unwrap()),
         ("GFS_SOCKET", sock.to_str().unwrap()),
+        ("GFS_TAG", "shared"),
         (
             "GFS_ARGS",
             "--cache never --num-queues 2 --sandbox none --seccomp none",
         ),
     ];
-    let argv = expand(&key(&unit_with_binary(), "ExecStart"), &env, "vm0-shared");
+    let argv = expand(
+        &key(&unit_with_binary(), "ExecStart"),
+        &env,
+        "kc0-pod-fs-shared",
+    );
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -100,7 +119,7 @@ fn exec_start_runs_as_systemd_would() {
     assert_eq!(&buf[..n], b"READY=1");
     let (mut drv, _qs) = common::connect(&sock, 3);
     let cfg = drv.get_config(0, 40).unwrap();
-    assert_eq!(&cfg[..10], b"vm0-shared", "--tag %i");
+    assert_eq!(&cfg[..7], b"shared\0", "--tag ${{GFS_TAG}}");
     assert_eq!(cfg[36], 2, "request queues");
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
