@@ -1,45 +1,24 @@
 //! `kcradle run` on the host side: daemons, the pod network inside a
 //! network namespace made by the test, and teardown; `docker.sock`
 //! reaching a real vdocker (cradle-init in host mode) with the real docker
-//! CLI; `ps`, `stop` and `rm`.
+//! CLI (exec, cp, logs, attach); `ps`, `stop` and `rm`.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use cradle_image::write::write_docker_archive;
 use cradle_image::ImageConfig;
 use cradle_vmm::launcher::proxy::DockerProxy;
 
+mod common;
+
+use common::{bin_dir, build_binaries, Netns};
+
 fn kcradle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kcradle"))
-}
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_kcradle"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The daemons and cradle-init, built into the same target directory.
-fn build_binaries() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let target = bin_dir().parent().unwrap().to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "--bins", "-p", "blk-lv", "-p", "virtiofsd-gfs"])
-            .args(["-p", "net-tap", "-p", "cradle-guest"])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the daemons failed");
-    });
 }
 
 fn layer() -> Vec<u8> {
@@ -93,35 +72,6 @@ fn summon_bundle(dir: &Path, state: &Path) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     b
-}
-
-/// A network namespace deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!("kcr-{}", std::process::id());
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        Netns(name)
-    }
-    fn sh(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// Processes whose command line mentions `needle`.
@@ -195,7 +145,7 @@ fn run_in_a_netns_leaves_nothing_behind_when_the_vm_fails() {
     let release = cradle_vmm::launcher::initrd::default_kernel().unwrap().1;
     let fake = t.path().join(format!("vmlinuz-{release}"));
     fs::write(&fake, vec![0u8; 4096]).unwrap();
-    let ns = Netns::new();
+    let ns = Netns::new("vmfail");
     let out = wait_output(
         start_run(&ns, &b, &state, Some(&fake)),
         Duration::from_secs(120),
@@ -249,7 +199,7 @@ fn stop_tears_down_a_running_pod() {
     let t = tempfile::tempdir().unwrap();
     let state = t.path().join("state");
     let b = summon_bundle(t.path(), &state);
-    let ns = Netns::new();
+    let ns = Netns::new("stop");
     let mut child = start_run(&ns, &b, &state, None);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut was_running = false;
@@ -304,6 +254,13 @@ fn docker_cli_through_docker_sock() {
         serde_json::from_slice(&fs::read(b.join("pod.json")).unwrap()).unwrap();
     pod["containers"][0]["image"]["rootfs"] = serde_json::json!({"dir": b.join("rootfs")});
     pod["volumes"] = serde_json::json!([]);
+    // A line at start, then a tick a second: what logs and attach see.
+    pod["containers"][0]["process"]["cmd"] = serde_json::json!([
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo started; i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo tick $i; /bin/busybox sleep 1; done"
+    ]);
     pod["control_port"] = serde_json::json!(false);
     let cfg = t.path().join("host-pod.json");
     fs::write(&cfg, serde_json::to_vec(&pod).unwrap()).unwrap();
@@ -390,6 +347,46 @@ fn docker_cli_through_docker_sock() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::read_to_string(&back).unwrap(), "copied in\n");
+    // docker logs: the container's output so far.
+    let out = docker(&["logs", "main"]);
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && logs.starts_with("started\n"),
+        "{logs}"
+    );
+    // docker attach (hijacked, output only): live ticks arrive; ending the
+    // client leaves the container running.
+    let mut attach = Command::new("docker")
+        .args([
+            "-H",
+            &host,
+            "attach",
+            "--no-stdin",
+            "--sig-proxy=false",
+            "main",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = attach.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(first.starts_with("tick "), "{first}");
+    let next = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(first, next, "a live stream, not a replay");
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert!(docker(&["exec", "main", "/bin/busybox", "true"])
+        .status
+        .success());
     drop(proxy);
     assert!(!sock.exists());
     let _ = init.kill();

@@ -10,7 +10,7 @@ use cradle_image::registry::DOCKER_HUB;
 use super::pod::ProcessOverrides;
 use super::pods::PodRecord;
 use super::progress::layer_progress;
-use super::run::{remove, run, stop, RunOptions};
+use super::run::{remove, run, stop, Devices, RunOptions};
 use super::spec::{parse_env, Entrypoint, PublishSpec, VolumeSpec};
 use super::state::StateDir;
 use super::summon::{summon, SummonOptions};
@@ -132,6 +132,14 @@ pub struct RunArgs {
     /// initramfs) or none.
     #[arg(long, value_parser = ["namespace", "chroot", "none"])]
     pub sandbox: Option<String>,
+    /// How the device daemons run: as children of kcradle, or as
+    /// instances of their systemd units (needs systemd as PID 1).
+    #[arg(long, value_enum, default_value_t = Devices::Children)]
+    pub devices: Devices,
+    /// Print the network and the daemons' plan (command lines, or
+    /// environment files and systemctl commands) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The state directory.
     #[command(flatten)]
     pub state: StateArgs,
@@ -144,6 +152,8 @@ pub fn run_run(a: RunArgs) -> ExitCode {
         kernel: a.kernel,
         state: StateDir::resolve(a.state.state_dir.as_deref()),
         sandbox: a.sandbox,
+        devices: a.devices,
+        dry_run: a.dry_run,
     };
     match run(&opts) {
         Ok(status) => ExitCode::from(status),

@@ -15,3 +15,4 @@ pub mod run;
 pub mod spec;
 pub mod state;
 pub mod summon;
+pub mod units;

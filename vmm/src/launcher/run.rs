@@ -25,6 +25,17 @@ use super::net::{NetError, PodNet};
 use super::pods::PodRecord;
 use super::proxy::DockerProxy;
 use super::state::StateDir;
+use super::units::{self, UnitError, UnitPlan};
+
+/// How the device daemons run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Devices {
+    /// As children of `kcradle run`, logging to `DIR/logs/`.
+    #[default]
+    Children,
+    /// As instances of their systemd template units (see [`units`]).
+    Systemd,
+}
 
 /// What `kcradle run` was asked for.
 #[derive(Clone, Debug)]
@@ -37,6 +48,10 @@ pub struct RunOptions {
     pub state: StateDir,
     /// `--sandbox` given to every daemon (their default when absent).
     pub sandbox: Option<String>,
+    /// Children or systemd units.
+    pub devices: Devices,
+    /// Print the daemons' plan and change nothing.
+    pub dry_run: bool,
 }
 
 /// Why the pod could not run.
@@ -60,6 +75,9 @@ pub enum RunError {
     /// A device daemon.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    /// A device daemon as a systemd unit.
+    #[error(transparent)]
+    Unit(#[from] UnitError),
     /// Local I/O.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
@@ -71,6 +89,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Bundle(_) | RunError::Running(..) | RunError::Initrd(_) => 2,
+            RunError::Unit(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -125,6 +144,7 @@ struct Pod {
     record: Option<PodRecord>,
     net: Option<PodNet>,
     daemons: Vec<Child>,
+    units: Vec<UnitPlan>,
     proxy: Option<DockerProxy>,
     vmm: Option<Child>,
 }
@@ -137,6 +157,9 @@ impl Drop for Pod {
         }
         for d in self.daemons.drain(..).rev() {
             stop_child(d, Duration::from_secs(5));
+        }
+        for u in self.units.drain(..).rev() {
+            units::stop(&u);
         }
         if let Some(net) = self.net.take() {
             net.teardown();
@@ -178,12 +201,87 @@ fn final_pod_config(
     Ok(serde_json::to_vec_pretty(&pod).unwrap_or_default())
 }
 
+/// The daemons of the pod, with `--sandbox` applied.
+fn daemon_plan(
+    o: &RunOptions,
+    bundle: &Bundle,
+    layout: &Layout,
+    net: &PodNet,
+) -> Vec<daemons::DaemonSpec> {
+    let mut plan = daemons::plan(bundle, layout, net);
+    if let Some(mode) = &o.sandbox {
+        for spec in &mut plan {
+            spec.args.extend(["--sandbox".to_string(), mode.clone()]);
+        }
+    }
+    plan
+}
+
+fn unit_plan(
+    plan: &[daemons::DaemonSpec],
+    bundle: &Bundle,
+    index: u32,
+) -> Result<Vec<UnitPlan>, UnitError> {
+    plan.iter()
+        .map(|s| UnitPlan::new(s, index, &bundle.id, Path::new(units::ENV_ROOT)))
+        .collect()
+}
+
+/// `--dry-run`: the network and daemons `run` would set up now (the
+/// daemons' command lines, or with `--devices systemd` the environment
+/// files, systemctl commands and teardown), as text.
+fn dry_run(o: &RunOptions, bundle: &Bundle, layout: &Layout) -> Result<String, RunError> {
+    let index = PodRecord::free_index(&o.state).ok_or(RunError::NoNetwork)?;
+    let net = PodNet::new(&bundle.id, index);
+    let plan = daemon_plan(o, bundle, layout, &net);
+    let mut out = format!(
+        "# network: tap {}, host {}/30, guest {}, nftables table ip {}\n",
+        net.tap, net.host_ip, net.guest_ip, net.table
+    );
+    match o.devices {
+        Devices::Children => {
+            out.push_str(&format!(
+                "# daemons, children of kcradle run, logs in {}\n",
+                layout.logs().display()
+            ));
+            for s in &plan {
+                out.push_str(&format!("{} {}\n", s.program, s.args.join(" ")));
+            }
+        }
+        Devices::Systemd => {
+            let units = unit_plan(&plan, bundle, index)?;
+            for u in &units {
+                out.push_str(&format!("# {}\n{}", u.env_path.display(), u.env_file()));
+                for c in u.start_commands() {
+                    out.push_str(&format!("{}\n", c.join(" ")));
+                }
+                out.push('\n');
+            }
+            out.push_str("# on exit, in reverse order\n");
+            for u in units.iter().rev() {
+                for c in u.stop_commands() {
+                    out.push_str(&format!("{}\n", c.join(" ")));
+                }
+                out.push_str(&format!("rm {}\n", u.env_path.display()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the pod to its end; returns the exit status for kcradle.
 pub fn run(o: &RunOptions) -> Result<u8, RunError> {
     let dir = std::fs::canonicalize(&o.dir)
         .map_err(|e| RunError::Bundle(BundleError::NotABundle(o.dir.clone(), e)))?;
     let bundle = Bundle::load(&dir)?;
     let layout = Layout::new(&dir);
+    if o.dry_run {
+        print!("{}", dry_run(o, &bundle, &layout)?);
+        return Ok(0);
+    }
+    if o.devices == Devices::Systemd {
+        units::check_host()?;
+    }
     if let Some(r) = PodRecord::find(&o.state, &dir) {
         return Err(RunError::Running(dir, r.pid));
     }
@@ -207,6 +305,7 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
         record: None,
         net: None,
         daemons: Vec::new(),
+        units: Vec::new(),
         proxy: None,
         vmm: None,
     };
@@ -231,14 +330,19 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
     net.setup(&bundle.publish)?;
     pod.net = Some(net.clone());
 
-    let plan = daemons::plan(&bundle, &layout, &net);
-    for spec in &plan {
-        let mut spec = spec.clone();
-        if let Some(mode) = &o.sandbox {
-            spec.args.extend(["--sandbox".to_string(), mode.clone()]);
+    let plan = daemon_plan(o, &bundle, &layout, &net);
+    let unit_plans = match o.devices {
+        Devices::Children => Vec::new(),
+        Devices::Systemd => unit_plan(&plan, &bundle, index)?,
+    };
+    for (i, spec) in plan.iter().enumerate() {
+        match unit_plans.get(i) {
+            Some(u) => {
+                pod.units.push(u.clone());
+                units::start(u)?;
+            }
+            None => pod.daemons.push(daemons::start(spec, &layout.logs())?),
         }
-        let child = daemons::start(&spec, &layout.logs())?;
-        pod.daemons.push(child);
         if SIGNALLED.load(Ordering::SeqCst) != 0 {
             return Ok(128 + SIGNALLED.load(Ordering::SeqCst) as u8);
         }
