@@ -5,57 +5,19 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use cradle_image::write::write_docker_archive;
 use cradle_image::ImageConfig;
 
-const BUSYBOX: &str = "/bin/busybox";
+mod common;
+
+use common::{web_layer, Registry};
 
 fn kcradle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kcradle"))
-}
-
-fn tool(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32, data: &[u8]) {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_mtime(1_700_000_000);
-    h.set_size(data.len() as u64);
-    h.set_cksum();
-    b.append_data(&mut h, path, data).unwrap();
-}
-
-/// A busybox-static HTTP image: one layer, `httpd -f -p 80`.
-fn busybox_layer() -> Vec<u8> {
-    use tar::EntryType::{Directory as D, Regular as F};
-    let mut b = tar::Builder::new(Vec::new());
-    for d in ["bin/", "etc/", "www/"] {
-        entry(&mut b, d, D, 0o755, b"");
-    }
-    entry(&mut b, "bin/busybox", F, 0o755, &fs::read(BUSYBOX).unwrap());
-    entry(&mut b, "www/index.html", F, 0o644, b"hello from cradle\n");
-    entry(
-        &mut b,
-        "etc/passwd",
-        F,
-        0o644,
-        b"root:x:0:0:root:/:/bin/sh\n",
-    );
-    b.into_inner().unwrap()
 }
 
 fn web_config() -> ImageConfig {
@@ -78,7 +40,13 @@ fn web_config() -> ImageConfig {
 
 fn make_archive(dir: &Path) -> PathBuf {
     let p = dir.join("web.tar");
-    write_docker_archive(&p, &web_config(), &[busybox_layer()], "demo/web:v1").unwrap();
+    write_docker_archive(
+        &p,
+        &web_config(),
+        &[web_layer("hello from cradle\n")],
+        "demo/web:v1",
+    )
+    .unwrap();
     p
 }
 
@@ -186,23 +154,7 @@ fn from_docker_archive_with_options() {
 fn from_umoci_layout() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let umoci = |args: &[&str]| tool(Command::new("umoci").current_dir(d).args(args));
-    umoci(&["init", "--layout", "lay"]);
-    umoci(&["new", "--image", "lay:v1"]);
-    umoci(&["unpack", "--rootless", "--image", "lay:v1", "ub"]);
-    let rootfs = d.join("ub/rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("www")).unwrap();
-    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
-    fs::write(rootfs.join("www/index.html"), "hello from cradle\n").unwrap();
-    umoci(&["repack", "--image", "lay:v1", "ub"]);
-    umoci(&[
-        "config",
-        "--image",
-        "lay:v1",
-        "--config.cmd",
-        "/bin/busybox",
-    ]);
+    common::umoci_layout(d, "lay", "v1", "hello from cradle\n", &["httpd"]);
     let state = d.join("state");
     let out = summon(&[d.join("b").to_str().unwrap(), "oci:lay:v1"], &state);
     // A relative oci: path is taken from the working directory.
@@ -221,64 +173,29 @@ fn from_umoci_layout() {
     check_bundle(&d.join("b"), 0);
     let pod: serde_json::Value =
         serde_json::from_slice(&fs::read(d.join("b/pod.json")).unwrap()).unwrap();
-    assert_eq!(
-        pod["containers"][0]["process"]["cmd"],
-        serde_json::json!(["/bin/busybox"])
-    );
-}
+    let p = &pod["containers"][0]["process"];
+    assert_eq!(p["entrypoint"], serde_json::json!(["/bin/busybox"]));
+    assert_eq!(p["cmd"], serde_json::json!(["httpd"]));
 
-/// A `docker-registry` on 127.0.0.1 with a temporary config and storage.
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    // An unknown tag, then a corrupt layer blob: one line, exit 2, nothing
+    // made.
+    let before = listing(d);
+    let lay = format!("oci:{}", d.join("lay").display());
+    let b2 = d.join("b2");
+    let out = summon(&[b2.to_str().unwrap(), &format!("{lay}:v9")], &state);
+    assert_refused(&out, d, &before, "not found: tag v9");
+    let blobs = d.join("lay/blobs/sha256");
+    let layer = fs::read_dir(&blobs)
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_registry(dir: &Path) -> Registry {
-    let port = free_port();
-    let storage = dir.join("registry");
-    let conf = dir.join("registry.yml");
-    fs::write(
-        &conf,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry is installed");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "docker-registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Registry {
-        child,
-        port,
-        storage,
-    }
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut data = fs::read(&layer).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x20;
+    fs::write(&layer, &data).unwrap();
+    let out = summon(&[b2.to_str().unwrap(), &format!("{lay}:v1")], &state);
+    assert_refused(&out, d, &before, "digest mismatch");
 }
 
 /// The biggest blob the registry stores: the busybox layer.
@@ -305,13 +222,11 @@ fn biggest_blob(root: &Path) -> PathBuf {
 fn from_registry_pushed_by_skopeo() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let reg = start_registry(d);
+    let reg = Registry::start(d);
     let archive = make_archive(d);
-    tool(
-        Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("docker-archive:{}", archive.display()))
-            .arg(format!("docker://127.0.0.1:{}/demo/web:v1", reg.port)),
+    reg.push(
+        &format!("docker-archive:{}", archive.display()),
+        "demo/web:v1",
     );
     let state = d.join("state");
     let r = format!("docker://127.0.0.1:{}/demo/web:v1", reg.port);
@@ -432,6 +347,7 @@ fn bad_input_is_refused_cleanly() {
         ("lv:x:1M:/x", "at least 16M"),
         ("lv:x:0:/x", "at least 16M"),
         ("gfs:x:relative", "absolute"),
+        ("gfs:rootfs:/r", "reserved"),
     ] {
         assert_refused(&summon(&[bs, &a, "-v", vol], &state), d, &before, needle);
     }

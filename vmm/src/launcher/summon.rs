@@ -145,6 +145,13 @@ fn check_options(o: &SummonOptions) -> Result<(), SummonError> {
     let mut mounts = std::collections::HashSet::new();
     let mut serials = std::collections::HashSet::new();
     for v in &o.volumes {
+        // Its daemon would be fs-rootfs, the image's own (socket, log, unit).
+        if matches!(v, VolumeSpec::Gfs { .. }) && v.name() == pod::ROOTFS_TAG {
+            return bad(format!(
+                "GFS volume name {:?} is reserved for the image",
+                pod::ROOTFS_TAG
+            ));
+        }
         if !names.insert(v.name().to_string()) {
             return bad(format!("volume name {:?} is used twice", v.name()));
         }
