@@ -6,12 +6,19 @@
 //! container; `docker exec` and `docker cp` through `DIR/docker.sock`; a
 //! file the pod writes to the GFS volume is on the host; `ps` and `stop`;
 //! LV data survives a second `run`; the container's exit status becomes
-//! `kcradle run`'s; nothing (tap, nftables table, daemon) is left.
+//! `kcradle run`'s. Two more bundles, summoned on this host from a real
+//! `docker-registry` (image pushed by skopeo) and from an OCI layout made
+//! by umoci, run in the same L1 one after the other and answer HTTP;
+//! `docker logs` and `docker attach` through the second one's docker.sock
+//! see its output (and attach leaves it running). Nothing (tap, nftables
+//! table, daemon) is left.
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+mod common;
 
 use cradle_image::write::write_docker_archive;
 use cradle_image::ImageConfig;
@@ -36,43 +43,9 @@ fn sibling(name: &str) -> std::path::PathBuf {
     p
 }
 
-/// busybox httpd serving /www on port 80.
-fn web_image(path: &Path) {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |p: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        if kind == tar::EntryType::Symlink {
-            h.set_link_name("busybox").unwrap();
-        }
-        h.set_mode(mode);
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append_data(&mut h, p, data).unwrap();
-    };
-    add("bin/", tar::EntryType::Directory, 0o755, b"");
-    add("www/", tar::EntryType::Directory, 0o755, b"");
-    add("etc/", tar::EntryType::Directory, 0o755, b"");
-    add(
-        "bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        &fs::read("/bin/busybox").unwrap(),
-    );
-    add("bin/sh", tar::EntryType::Symlink, 0o777, b"");
-    add(
-        "www/index.html",
-        tar::EntryType::Regular,
-        0o644,
-        b"hello from the pod\n",
-    );
-    add(
-        "etc/passwd",
-        tar::EntryType::Regular,
-        0o644,
-        b"root:x:0:0:root:/:/bin/sh\n",
-    );
-    let layer = b.into_inner().unwrap();
+/// busybox httpd serving /www (holding `index`) on port 80, as a
+/// docker-archive.
+fn web_image(path: &Path, index: &str) {
     let cfg = ImageConfig {
         entrypoint: Some(vec!["/bin/busybox".into()]),
         cmd: Some(vec![
@@ -85,15 +58,69 @@ fn web_image(path: &Path) {
         ]),
         ..Default::default()
     };
-    write_docker_archive(path, &cfg, &[layer], "demo/web:1").unwrap();
+    write_docker_archive(path, &cfg, &[common::web_layer(index)], "demo/web:1").unwrap();
+}
+
+/// The OCI image's command: a line at start, httpd in the background,
+/// then a tick a second (what `docker logs` and `docker attach` see).
+const OCI_CMD: &[&str] = &[
+    "sh",
+    "-c",
+    "echo started-oci; /bin/busybox httpd -p 80 -h /www; i=0; \
+     while [ $i -lt 900 ]; do i=$((i+1)); echo tick $i; /bin/busybox sleep 1; done",
+];
+
+/// `kcradle summon` on this host; the bundle is then carried into L1.
+fn summon_here(bundle: &Path, image: &str, state: &Path) {
+    let out = Command::new(KCRADLE)
+        .arg("summon")
+        .arg(bundle)
+        .arg(image)
+        .args(["-q", "-p", "18080:80", "--memory", "512M", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "summon {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bundles summoned here from a real `docker-registry` (an image pushed
+/// by skopeo) and from an OCI layout made by umoci, as one tar holding
+/// `preg/` and `poci/` (they have no volumes, so no host paths).
+fn host_bundles(dir: &Path) -> std::path::PathBuf {
+    let state = dir.join("host-state");
+    let reg = common::Registry::start(dir);
+    let archive = dir.join("reg.tar");
+    web_image(&archive, "hello from the registry\n");
+    reg.push(
+        &format!("docker-archive:{}", archive.display()),
+        "demo/web:v1",
+    );
+    summon_here(&dir.join("preg"), &reg.reference("demo/web:v1"), &state);
+    common::umoci_layout(dir, "layout", "v1", "hello from umoci\n", OCI_CMD);
+    let oci = format!("oci:{}:v1", dir.join("layout").display());
+    summon_here(&dir.join("poci"), &oci, &state);
+    let tar_path = dir.join("bundles.tar");
+    let mut b = tar::Builder::new(fs::File::create(&tar_path).unwrap());
+    b.follow_symlinks(false);
+    for name in ["preg", "poci"] {
+        b.append_dir_all(name, dir.join(name)).unwrap();
+    }
+    b.finish().unwrap();
+    tar_path
 }
 
 const SCRIPT: &str = r#"export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/bin
 D="timeout 120 docker -H unix:///pod/docker.sock"
 get() { printf 'GET %s HTTP/1.0\r\n\r\n' "$1" | timeout 5 nc 169.254.128.1 18080 2>/dev/null | tail -1; }
+t() { echo "T $1 $(cut -d' ' -f1 /proc/uptime)"; }
 waithttp() { for i in $(seq 120); do r=$(get /); [ -n "$r" ] && echo "$r" && return; sleep 1; done; }
 kcradle summon /pod docker-archive:/img.tar -q -p 18080:80 -v gfs:shared:/shared \
   -v lv:data:64M:/data --memory 512M --state-dir /st || echo summon-failed
+t run1
 kcradle run /pod --sandbox chroot --state-dir /st > /tmp/run1.log 2>&1 &
 echo "http=$(waithttp)"
 $D exec main /bin/busybox sh -c 'echo from-pod > /shared/f; echo lv-kept > /data/x; sync'; echo "exec=$?"
@@ -103,19 +130,42 @@ echo "http-cp=$(get /cp.txt)"
 kcradle ps --state-dir /st | grep -c /pod | sed 's/^/ps=/'
 timeout 60 kcradle stop /pod --state-dir /st; echo "stop=$?"
 wait
+t run2
 kcradle run /pod --sandbox chroot --state-dir /st > /tmp/run2.log 2>&1 &
 echo "http-again=$(waithttp)"
 echo "lv=$($D exec main /bin/busybox cat /data/x)"
 timeout 60 kcradle stop /pod --state-dir /st
 wait
+t pod2
 kcradle summon /pod2 docker-archive:/img.tar -q --memory 512M --state-dir /st \
   --cmd sh -c 'echo bye; exit 7'
 timeout 120 kcradle run /pod2 --sandbox chroot --state-dir /st > /tmp/run3.log 2>&1; echo "exit=$?"
+t untar
+tar -xf /bundles.tar -C / && echo untar=ok
+kcradle run /preg --sandbox chroot --state-dir /st > /tmp/run-reg.log 2>&1 &
+echo "http-reg=$(waithttp)"
+timeout 60 kcradle stop /preg --state-dir /st; echo "stop-reg=$?"
+wait
+O="timeout 120 docker -H unix:///poci/docker.sock"
+t oci
+kcradle run /poci --sandbox chroot --state-dir /st > /tmp/run-oci.log 2>&1 &
+echo "http-oci=$(waithttp)"
+$O logs main > /tmp/logs.out 2>&1; echo "logs=$? $(grep -c started-oci /tmp/logs.out)"
+t attach
+# End the client with SIGKILL: with a plain timeout (SIGTERM) this step
+# once ran into the L1 time limit.
+timeout -s KILL 6 docker -H unix:///poci/docker.sock attach --no-stdin --sig-proxy=false main > /tmp/attach.out 2>&1
+echo "attach=$(grep -c '^tick' /tmp/attach.out | sed 's/^[1-9][0-9]*$/ticks/')"
+echo "http-oci-after-attach=$(get /)"
+timeout 60 kcradle stop /poci --state-dir /st; echo "stop-oci=$?"
+wait
+t end
 echo "left-taps=$(ls /sys/class/net | grep -c kc)"
 echo "left-tables=$(nft list tables | grep -c kcradle)"
 echo "left-daemons=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cE '^(virtiofsd-gfs|blk-lv|net-tap|kcradle)$')"
 echo --- run1; tail -c 2500 /tmp/run1.log
 for f in /pod/logs/*.log; do echo "--- $f"; tail -3 $f; done
+echo --- run-oci; tail -c 1500 /tmp/run-oci.log; echo --- attach; head -c 500 /tmp/attach.out
 "#;
 
 #[test]
@@ -123,7 +173,8 @@ fn nested_pod_serves_http_docker_volumes_and_exit_status() {
     let kernel = Kernel::debian().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img.tar");
-    web_image(&img);
+    web_image(&img, "hello from the pod\n");
+    let bundles = host_bundles(dir.path());
     let mut host = NestedHost::new()
         .configure(|l1| {
             // The L1 initramfs carries debug builds of every binary (and
@@ -155,6 +206,7 @@ fn nested_pod_serves_http_docker_volumes_and_exit_status() {
         .binary_at("/bin/bash", "/bin/bash")
         .file("/usr/bin/ldd", "/usr/bin/ldd")
         .file(&img, "/img.tar")
+        .file(&bundles, "/bundles.tar")
         .file(&kernel.image, &format!("/boot/vmlinuz-{}", kernel.version));
     // The guest initramfs is built in L1 from the same modules.
     let index = ModuleIndex::load(&kernel.modules).unwrap();
@@ -182,6 +234,14 @@ fn nested_pod_serves_http_docker_volumes_and_exit_status() {
         "http-again=hello from the pod\n",
         "lv=lv-kept\n",
         "exit=7\n",
+        "untar=ok\n",
+        "http-reg=hello from the registry\n",
+        "stop-reg=0\n",
+        "http-oci=hello from umoci\n",
+        "logs=0 1\n",
+        "attach=ticks\n",
+        "http-oci-after-attach=hello from umoci\n",
+        "stop-oci=0\n",
         "left-taps=0\n",
         "left-tables=0\n",
         "left-daemons=0\n",
