@@ -341,6 +341,7 @@ fn bad_input_is_refused_cleanly() {
     let port = broken_registry();
     let r = format!("docker://127.0.0.1:{port}/demo/web:v1");
     assert_refused(&summon(&[bs, &r], &state), d, &before, "HTTP 500");
+    assert_eq!(files_under(&state), 0, "nothing cached or recorded");
 
     for (vol, needle) in [
         ("lv:x:12Q:/x", "bad size"),
