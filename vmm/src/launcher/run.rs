@@ -297,6 +297,13 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
     let (base_initrd, modules) = initrd::guest_initramfs(&o.state.initramfs(), &release)?;
     let index = PodRecord::free_index(&o.state).ok_or(RunError::NoNetwork)?;
     let net = PodNet::new(&bundle.id, index);
+    // Planned before anything is made, so a bundle units cannot carry is
+    // refused with nothing to undo.
+    let plan = daemon_plan(o, &bundle, &layout, &net);
+    let unit_plans = match o.devices {
+        Devices::Children => Vec::new(),
+        Devices::Systemd => unit_plan(&plan, &bundle, index)?,
+    };
     catch_signals();
 
     let mut pod = Pod {
@@ -330,11 +337,6 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
     net.setup(&bundle.publish)?;
     pod.net = Some(net.clone());
 
-    let plan = daemon_plan(o, &bundle, &layout, &net);
-    let unit_plans = match o.devices {
-        Devices::Children => Vec::new(),
-        Devices::Systemd => unit_plan(&plan, &bundle, index)?,
-    };
     for (i, spec) in plan.iter().enumerate() {
         match unit_plans.get(i) {
             Some(u) => {

@@ -157,7 +157,9 @@ impl UnitPlan {
             plain(a)?;
             match t.vars.iter().find(|(flag, _)| flag == a) {
                 Some((_, var)) => {
-                    let v = args.next().ok_or_else(|| UnitError::BadValue(a.clone()))?;
+                    let v = args.next().ok_or_else(|| {
+                        UnitError::NoTemplate(format!("{} {a} without a value", spec.program))
+                    })?;
                     plain(v)?;
                     env.push(((*var).to_string(), v.clone()));
                 }
@@ -247,9 +249,13 @@ pub fn start(p: &UnitPlan) -> Result<(), UnitError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let tmp = p.env_path.with_extension("env.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(p.env_file().as_bytes()).map_err(io)?;
-    std::fs::rename(&tmp, &p.env_path).map_err(io)?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(p.env_file().as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &p.env_path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     let _ = std::fs::remove_file(&p.socket);
     for argv in p.start_commands() {
         let out = run_quiet(&argv).map_err(|e| UnitError::Start {
