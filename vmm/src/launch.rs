@@ -66,7 +66,10 @@ impl LaunchError {
         match self {
             LaunchError::Config(_) | LaunchError::SerialOutput(_) => 2,
             LaunchError::Vm(VmError::Boot(e)) => match e {
-                BootError::BootParams(_) | BootError::Arch(_) | BootError::GuestMemory { .. } => 1,
+                BootError::BootParams(_)
+                | BootError::StartInfo(_)
+                | BootError::Arch(_)
+                | BootError::GuestMemory { .. } => 1,
                 _ => 2,
             },
             LaunchError::Vm(VmError::BadCpuCount { .. }) => 2,
@@ -433,6 +436,7 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),
+        protocol = ?loaded.protocol,
         initrd = ?loaded.initrd,
         cpus = config.cpus,
         memory_mib = config.memory.0 >> 20,

@@ -66,6 +66,65 @@ fn bzimage_with_entry(entry: &[u8]) -> tempfile::NamedTempFile {
     file
 }
 
+/// `hvm_start_info.cmdline_paddr`.
+const PVH_CMDLINE_PADDR_OFFSET: u32 = 0x18;
+/// Where the fake ELF kernel's code is loaded and entered.
+const ELF_LOAD: u64 = 0x10_0000;
+
+/// An ELF64 with one PT_LOAD segment at 1 MiB holding `code` and a PT_NOTE
+/// with the PVH entry (`XEN_ELFNOTE_PHYS32_ENTRY`) pointing at it.
+fn fake_pvh_elf(code: &[u8]) -> tempfile::NamedTempFile {
+    let (note_at, code_at) = (0x200usize, 0x1000usize);
+    let mut elf = vec![0u8; code_at];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[4..7].copy_from_slice(&[2, 1, 1]); // 64-bit, little endian, v1
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    elf[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x18..0x20].copy_from_slice(&ELF_LOAD.to_le_bytes()); // e_entry
+    elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf[0x34..0x36].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes()); // e_phnum
+    let phdr = |elf: &mut Vec<u8>, at: usize, kind: u32, offset: u64, addr: u64, size: u64| {
+        elf[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+        elf[at + 4..at + 8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        elf[at + 8..at + 16].copy_from_slice(&offset.to_le_bytes());
+        elf[at + 16..at + 24].copy_from_slice(&addr.to_le_bytes()); // vaddr
+        elf[at + 24..at + 32].copy_from_slice(&addr.to_le_bytes()); // paddr
+        elf[at + 32..at + 40].copy_from_slice(&size.to_le_bytes()); // filesz
+        elf[at + 40..at + 48].copy_from_slice(&size.to_le_bytes()); // memsz
+        elf[at + 48..at + 56].copy_from_slice(&4u64.to_le_bytes()); // align
+    };
+    phdr(&mut elf, 64, 1, code_at as u64, ELF_LOAD, code.len() as u64); // PT_LOAD
+    phdr(&mut elf, 120, 4, note_at as u64, 0, 20); // PT_NOTE
+                                                   // namesz 4, descsz 4, type 18, "Xen\0", the 32-bit entry.
+    for (i, word) in [4u32, 4, 18].iter().enumerate() {
+        elf[note_at + 4 * i..note_at + 4 * i + 4].copy_from_slice(&word.to_le_bytes());
+    }
+    elf[note_at + 12..note_at + 16].copy_from_slice(b"Xen\0");
+    elf[note_at + 16..note_at + 20].copy_from_slice(&(ELF_LOAD as u32).to_le_bytes());
+    elf.extend_from_slice(code);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&elf).unwrap();
+    file
+}
+
+/// 32-bit PVH entry code: prints the command line it finds through the
+/// start info (`ebx`), then reports `status`.
+fn pvh_entry_code(status: u8) -> Vec<u8> {
+    Asm::new(CodeMode::Protected)
+        .write_port(COM1_PORT, b"fake-pvh: ")
+        .load_edi_from_ebx(PVH_CMDLINE_PADDR_OFFSET)
+        .out_cstring_at_edi()
+        .write_port(COM1_PORT, b"\n")
+        .mov_dx(CONTROL_PORT)
+        .mov_eax(encode_message(ControlMessage::Exit(status)))
+        .out_dx_eax()
+        .halt_loop()
+        .finish()
+}
+
 fn kcradle(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kcradle"))
         .args(args)
@@ -104,6 +163,35 @@ fn boot_runs_a_kernel_to_the_exit_status_it_reports() {
     assert_eq!(stdout, "fake-kernel: console=ttyS0 hello=world\n");
     assert!(stderr.contains("init-started"), "{stderr}");
     assert!(stderr.contains("VM ended"), "{stderr}");
+}
+
+/// An ELF kernel boots through its PVH entry: 32-bit protected mode, the
+/// start info in `ebx`, the command line where the start info says.
+#[test]
+fn boot_runs_an_elf_kernel_through_its_pvh_entry() {
+    if !have_kvm() {
+        return;
+    }
+    let kernel = fake_pvh_elf(&pvh_entry_code(23));
+    let out = kcradle(&[
+        "boot",
+        "--kernel",
+        kernel.path().to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 via=pvh",
+        "--memory",
+        "64M",
+        "--cpus",
+        "2",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(23),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(stdout, "fake-pvh: console=ttyS0 via=pvh\n");
+    assert!(stderr.contains("Pvh"), "{stderr}");
 }
 
 #[test]
@@ -160,7 +248,7 @@ fn user_mistakes_exit_2_with_one_line() {
         (&["boot", "--kernel", k, "--cpus", "200"], "200 vCPUs"),
         (
             &["boot", "--kernel", "/etc/hostname"],
-            "not a loadable bzImage",
+            "is not a kernel: neither a bzImage nor an ELF vmlinux",
         ),
         (
             &["boot", "--kernel", k, "--initrd", "/nonexistent/initrd"],

@@ -4,7 +4,7 @@
 //! control register (busybox `devmem` on its MMIO address: the cloud kernel
 //! has no `/dev/port`), and kcradle exits with that status.
 
-use cradle_testbed::{Kernel, NestedHost, QemuGuest, L2_INITRAMFS, L2_KERNEL};
+use cradle_testbed::{Kernel, NestedHost, QemuGuest, L2_INITRAMFS, L2_KERNEL, L2_VMLINUX};
 
 const KCRADLE: &str = env!("CARGO_BIN_EXE_kcradle");
 
@@ -63,6 +63,75 @@ fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall
+    );
+}
+
+/// Milliseconds from kcradle's start to the guest's init-started milestone,
+/// from kcradle's log line `... milestone=init-started ms=1234.5 ...`.
+fn init_ms(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains("init-started"))?;
+    let ms = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ms="))?;
+    ms.parse().ok()
+}
+
+/// The same Debian kernel booted twice in one L1: as its ELF vmlinux
+/// through the PVH entry, then as its bzImage. Both reach init with 2 vCPUs
+/// and end kcradle with the guest's status; the two times to init are
+/// printed (benchmark figures, not assertions).
+#[test]
+fn nested_kcradle_boots_the_debian_vmlinux_through_pvh() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new().standalone_initramfs(L2_SCRIPT).unwrap();
+    let boot = |image: &str, tag: &str| {
+        format!(
+            "timeout 150 kcradle boot --kernel {image} --initrd {L2_INITRAMFS} --cpus 2 \
+               --memory 256M --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' \
+               > /tmp/{tag}.log 2> /tmp/{tag}.err\n\
+             echo \"{tag}-status=$?\"\n\
+             tr -d '\\r' < /tmp/{tag}.log | grep -A3 l2-in-kcradle\n"
+        )
+    };
+    let script = format!(
+        "{}{}echo --- pvh stderr; cat /tmp/pvh.err; echo --- bz stderr; cat /tmp/bz.err\n\
+         echo --- pvh console; tail -c 3000 /tmp/pvh.log\n",
+        boot(L2_VMLINUX, "pvh"),
+        boot(L2_KERNEL, "bz")
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .l2_kernel(&kernel)
+        .l2_vmlinux(&kernel)
+        .unwrap()
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"pvh-status=42"),
+        "{out}\n{}",
+        run.console
+    );
+    // Reached init, the same kernel, both vCPUs (ACPI MADT via the start
+    // info's RSDP), the host bridge.
+    assert_eq!(
+        &lines[1..5],
+        ["l2-in-kcradle", kernel.version.as_str(), "2", "0x1b36"],
+        "{out}"
+    );
+    assert_eq!(lines.get(5), Some(&"bz-status=42"), "{out}");
+    let pvh_err = out.split("--- pvh stderr").nth(1).unwrap_or_default();
+    let bz_err = out.split("--- bz stderr").nth(1).unwrap_or_default();
+    assert!(pvh_err.contains("protocol=Pvh"), "{out}");
+    let (pvh, bz) = (init_ms(pvh_err), init_ms(bz_err));
+    assert!(pvh.is_some() && bz.is_some(), "{out}");
+    eprintln!(
+        "time to init in the same L1: PVH {:?} ms, bzImage {:?} ms\n{out}",
+        pvh, bz
     );
 }
 
