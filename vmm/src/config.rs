@@ -368,6 +368,10 @@ fn check_file(what: &str, path: &Path) -> Result<(), ConfigError> {
     }
 }
 
+/// Most queue pairs of a `--net`: its 2 * N + 1 queues and their MSI-X
+/// vectors plus the config vector stay within 64.
+pub const MAX_NET_QUEUE_PAIRS: u16 = 31;
+
 fn check_queues(what: &str, n: u16) -> Result<(), ConfigError> {
     if n == 0 {
         return Err(bad(format!(
@@ -456,6 +460,12 @@ impl VmConfig {
         for n in &self.nets {
             socket("--net", &n.socket)?;
             check_queues("--net", n.num_queue_pairs)?;
+            if n.num_queue_pairs > MAX_NET_QUEUE_PAIRS {
+                return Err(bad(format!(
+                    "--net num_queue_pairs={} is more than {MAX_NET_QUEUE_PAIRS}",
+                    n.num_queue_pairs
+                )));
+            }
             if !macs.insert(n.mac) {
                 return Err(bad(format!("MAC {} is used twice", String::from(n.mac))));
             }

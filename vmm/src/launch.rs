@@ -73,7 +73,9 @@ impl LaunchError {
                 _ => 2,
             },
             LaunchError::Vm(VmError::BadCpuCount { .. }) => 2,
-            LaunchError::VhostUser(VhostUserError::Connect { .. }) => 2,
+            LaunchError::VhostUser(
+                VhostUserError::Connect { .. } | VhostUserError::Unsupported { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -348,13 +350,6 @@ pub fn vmm_rss_kib(status_file: &mut std::fs::File) -> Option<u64> {
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if let Some(net) = config.nets.iter().find(|n| n.num_queue_pairs != 1) {
-        return Err(ConfigError(format!(
-            "--net num_queue_pairs={} is not supported yet (1 is)",
-            net.num_queue_pairs
-        ))
-        .into());
-    }
     let out = serial_output(&config.serial)?;
     let vm = Vm::new(&VmSpec {
         cpus: config.cpus,
@@ -419,7 +414,7 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     for (i, net) in config.nets.iter().enumerate() {
         let backend = VhostUserDevice::connect(
             &net.socket,
-            DeviceSpec::net(net.mac.0, NET_QUEUE_SIZE),
+            DeviceSpec::net(net.mac.0, net.num_queue_pairs, NET_QUEUE_SIZE),
             vm.memory().clone(),
             BACKEND_CONNECT_TIMEOUT,
         )?;

@@ -273,9 +273,9 @@ fn user_mistakes_exit_2_with_one_line() {
                 "--kernel",
                 k,
                 "--net",
-                "socket=/x,mac=52:54:00:00:00:01,num_queue_pairs=2",
+                "socket=/x,mac=52:54:00:00:00:01,num_queue_pairs=32",
             ],
-            "not supported",
+            "more than 31",
         ),
         (
             &["boot", "--config", "/nonexistent/vm.json"],

@@ -408,6 +408,69 @@ fn nested_kcradle_guest_pings_through_net_tap() {
     );
 }
 
+/// Runs in L2: shows the queues the driver set up (one rx-N/tx-N per
+/// combined channel), then pings L1's end of the tap.
+const MQ_NET_SCRIPT: &str = "ls /sys/class/net/eth0/queues | tr '\\n' ' '; echo
+ip link set eth0 up
+ip addr add 169.254.20.2/24 dev eth0
+if ping -c 2 -W 3 169.254.20.1 > /dev/null; then echo ping-ok; devmem 0xfe000000 32 0x0200000d
+else echo ping-failed; devmem 0xfe000000 32 0x0200000e; fi
+";
+
+/// A two-pair net-tap interface (VIRTIO_NET_F_MQ, control queue served by
+/// the daemon): the 2-vCPU guest brings up both combined channels (the
+/// driver's VQ_PAIRS_SET went through the control queue) and pings through
+/// the tap, which lives in a network namespace the test makes inside L1.
+#[test]
+fn nested_kcradle_guest_uses_two_net_queue_pairs_through_net_tap() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtio_net"])
+        .standalone_initramfs(MQ_NET_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "unshare -n sleep 600 & ns=$!\n\
+         for i in $(seq 50); do [ \"$(readlink /proc/$ns/ns/net)\" != \"$(readlink /proc/self/ns/net)\" ] && break; sleep 0.1; done\n\
+         in_ns() {{ nsenter -t $ns -n \"$@\"; }}\n\
+         in_ns net-tap --socket /tmp/net.sock --tap tap0 --num-queue-pairs 2 --sandbox none \
+           --seccomp none 2> /tmp/net.err &\n\
+         for i in $(seq 50); do in_ns ip link show tap0 > /dev/null 2>&1 && break; sleep 0.1; done\n\
+         in_ns ip link set tap0 up\n\
+         in_ns ip addr add 169.254.20.1/24 dev tap0\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --cpus 2 --net socket=/tmp/net.sock,mac=52:54:00:12:34:57,num_queue_pairs=2 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A1 '^rx-0'\n\
+         ip link show tap0 > /dev/null 2>&1 && echo tap-in-root-ns\n\
+         kill $ns\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- net-tap; tail -5 /tmp/net.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2).modules(&["tun"]))
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(net_tap(), "/usr/bin/net-tap")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=13"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(&lines[1..3], ["rx-0 rx-1 tx-0 tx-1 ", "ping-ok"], "{out}");
+    assert!(!out.contains("tap-in-root-ns"), "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
+
 /// The virtiofsd-gfs daemon built next to kcradle.
 fn virtiofsd_gfs() -> std::path::PathBuf {
     let path = std::path::Path::new(KCRADLE).with_file_name("virtiofsd-gfs");
