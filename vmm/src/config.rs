@@ -355,6 +355,9 @@ pub struct VmConfig {
     /// What a syscall outside a thread's allowlist does.
     #[serde(default)]
     pub seccomp: SeccompMode,
+    /// Directory to pivot into before the vCPUs start (see `jail`).
+    #[serde(default)]
+    pub jail: Option<PathBuf>,
 }
 
 fn check_file(what: &str, path: &Path) -> Result<(), ConfigError> {
@@ -454,6 +457,11 @@ impl VmConfig {
             }
             if !tags.insert(f.tag.clone()) {
                 return Err(bad(format!("--fs tag {:?} is used twice", f.tag)));
+            }
+        }
+        if let Some(dir) = &self.jail {
+            if !dir.is_dir() {
+                return Err(bad(format!("--jail {} is not a directory", dir.display())));
             }
         }
         let mut macs = HashSet::new();

@@ -256,6 +256,10 @@ fn user_mistakes_exit_2_with_one_line() {
         ),
         (&["boot", "--kernel", k, "--serial", "tty"], "bad serial"),
         (
+            &["boot", "--kernel", k, "--jail", "/nonexistent/jail"],
+            "is not a directory",
+        ),
+        (
             &[
                 "boot",
                 "--kernel",
@@ -335,6 +339,90 @@ fn sigterm_stops_a_running_vm_with_status_143() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("stop signal received"), "{stderr}");
     assert!(stderr.contains("vmm_rss_kib="), "{stderr}");
+}
+
+/// `--jail DIR`: the running kcradle's root is DIR (its mount namespace
+/// holds that one mount), it has no capabilities and no_new_privs, and the
+/// guest still runs (its console line comes after the jail, which is
+/// entered before the vCPUs start) and stops on SIGTERM.
+#[test]
+fn jailed_kcradle_sees_only_its_jail_and_still_runs_the_guest() {
+    if !have_kvm() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jail needs root (mount namespace, pivot_root)");
+        return;
+    }
+    let entry = Asm::new(CodeMode::Long)
+        .write_port(COM1_PORT, b"jailed-guest-up\n")
+        .halt_loop()
+        .finish();
+    let kernel = bzimage_with_entry(&entry);
+    let work = tempfile::tempdir().unwrap();
+    let jail = work.path().join("jail");
+    std::fs::create_dir(&jail).unwrap();
+    std::fs::write(jail.join("marker"), "in-the-jail").unwrap();
+    let console = work.path().join("console.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kcradle"))
+        .args([
+            "boot",
+            "--kernel",
+            kernel.path().to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--serial",
+            &format!("file={}", console.display()),
+            "--jail",
+            jail.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("jailed-guest-up")
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the guest never ran: {}", text(&out.stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let proc = format!("/proc/{}", child.id());
+
+    // Its root is the jail: the marker is there, the host's /etc is not.
+    let root = std::path::PathBuf::from(format!("{proc}/root"));
+    assert_eq!(
+        std::fs::read_to_string(root.join("marker")).unwrap(),
+        "in-the-jail"
+    );
+    assert!(!root.join("etc").exists());
+    // One mount: the jail directory, mounted at /.
+    let mountinfo = std::fs::read_to_string(format!("{proc}/mountinfo")).unwrap();
+    let mounts: Vec<Vec<&str>> = mountinfo.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(mounts.len(), 1, "{mountinfo}");
+    assert_eq!(mounts[0][4], "/", "{mountinfo}");
+    assert!(mounts[0][3].ends_with("/jail"), "{mountinfo}");
+    // No capabilities, no new privileges, on every thread.
+    for task in std::fs::read_dir(format!("{proc}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    }
+
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("jailed"), "{stderr}");
 }
 
 #[test]

@@ -220,7 +220,8 @@ devmem 0xfe000000 32 0x02000007
 /// A blk-lv disk in L1 through kcradle's virtio-pci and vhost-user path:
 /// the Debian guest, with 2 vCPUs and a 2-queue disk, loads virtio_pci and
 /// virtio_blk, reads what L1 wrote and writes what L1 then finds in the
-/// image file.
+/// image file. kcradle runs jailed (`--jail`): the daemon socket was
+/// connected before the pivot, so the disk works from inside the jail.
 #[test]
 fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
     let kernel = Kernel::debian().unwrap();
@@ -233,8 +234,9 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
          printf 'written-by-l1---' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null\n\
          blk-lv --socket /tmp/blk.sock --path /tmp/disk.img --num-queues 2 --sandbox none --seccomp none \
            2> /tmp/blk.err &\n\
+         mkdir -p /tmp/jail\n\
          timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
-           --cpus 2 --disk socket=/tmp/blk.sock,num_queues=2 \
+           --cpus 2 --disk socket=/tmp/blk.sock,num_queues=2 --jail /tmp/jail \
            --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
          echo \"kcradle-status=$?\"\n\
          tr -d '\\r' < /tmp/l2.log | grep -a -B1 -A3 '^32768$'\n\
@@ -271,6 +273,7 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
         ],
         "{out}"
     );
+    assert!(out.contains("jailed: private mount namespace"), "{out}");
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall
