@@ -490,6 +490,21 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     #[test]
+    fn json_jail_is_optional_and_must_be_a_directory() {
+        let c: VmConfig = serde_json::from_str(r#"{"kernel": "/k", "jail": "/run/vm0"}"#).unwrap();
+        assert_eq!(c.jail, Some(PathBuf::from("/run/vm0")));
+        let c: VmConfig = serde_json::from_str(r#"{"kernel": "/k"}"#).unwrap();
+        assert_eq!(c.jail, None);
+        let kernel = tempfile::NamedTempFile::new().unwrap();
+        let mut c = config(kernel.path());
+        c.jail = Some(kernel.path().to_path_buf());
+        let err = c.validate(4, 8 << 30).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        c.jail = Some(std::env::temp_dir());
+        c.validate(4, 8 << 30).unwrap();
+    }
+
+    #[test]
     fn memory_sizes() {
         assert_eq!("512M".parse(), Ok(MemorySize(512 << 20)));
         assert_eq!("2G".parse(), Ok(MemorySize(2 << 30)));
