@@ -488,3 +488,79 @@ fn stdin_reaches_the_guest_console() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "ready\ntyped by the host\n");
 }
+
+/// net-tap, built next to kcradle, serving `pairs` queue pairs from a tap
+/// in a network namespace of its own (`unshare -n`, gone when it exits).
+fn net_tap_in_netns(socket: &Path, pairs: u16) -> std::process::Child {
+    let bin = Path::new(env!("CARGO_BIN_EXE_kcradle")).with_file_name("net-tap");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build -p net-tap",
+        bin.display()
+    );
+    let child = Command::new("unshare")
+        .arg("-n")
+        .arg(&bin)
+        .args(["--socket", socket.to_str().unwrap(), "--tap", "mq0"])
+        .args(["--num-queue-pairs", &pairs.to_string()])
+        .args(["--sandbox", "none", "--seccomp", "none"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "net-tap never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+/// `--net ...,num_queue_pairs=2` against a real net-tap: with a daemon
+/// serving two pairs (five queues, the control queue last) the VM starts
+/// and runs to its exit status; with a daemon serving four pairs the
+/// control queue would be at another index, so kcradle refuses before the
+/// guest starts: one line, exit 2.
+#[test]
+fn multi_queue_net_needs_a_daemon_with_the_same_queue_pairs() {
+    if !have_kvm() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: net-tap needs root for its tap");
+        return;
+    }
+    let kernel = fake_bzimage(5);
+    let dir = tempfile::tempdir().unwrap();
+    for (pairs, want) in [(2u16, 5), (4, 2)] {
+        let socket = dir.path().join(format!("net{pairs}.sock"));
+        let mut daemon = net_tap_in_netns(&socket, pairs);
+        let net = format!(
+            "socket={},mac=52:54:00:00:00:0{pairs},num_queue_pairs=2",
+            socket.display()
+        );
+        let out = kcradle(&[
+            "boot",
+            "--kernel",
+            kernel.path().to_str().unwrap(),
+            "--memory",
+            "64M",
+            "--net",
+            &net,
+        ]);
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(want), "{pairs} pairs: {stderr}");
+        if want == 2 {
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains("9 queues offered, 5 configured"),
+                "{stderr}"
+            );
+        }
+    }
+}
