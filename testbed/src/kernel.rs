@@ -78,6 +78,12 @@ impl Kernel {
             version,
         })
     }
+
+    /// The ELF `vmlinux` inside this bzImage (for ELF/PVH boot tests),
+    /// extracted on first use and cached.
+    pub fn vmlinux(&self) -> Result<PathBuf, TestbedError> {
+        crate::vmlinux::cached_vmlinux(&self.image)
+    }
 }
 
 /// Orders `6.1.0-9` before `6.1.0-56` by comparing digit runs numerically.

@@ -31,12 +31,13 @@ pub mod kvm;
 mod nested;
 pub mod peers;
 mod qemu;
+mod vmlinux;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use kernel::{Kernel, KERNEL_ENV};
-pub use nested::{NestedHost, L2_INITRAMFS, L2_KERNEL};
+pub use nested::{NestedHost, L2_INITRAMFS, L2_KERNEL, L2_VMLINUX};
 pub use qemu::QemuGuest;
 
 /// Environment variable overriding the initramfs cache directory.

@@ -9,6 +9,8 @@ use crate::{GuestRun, Kernel, QemuGuest, TestbedError};
 
 /// Guest path where [`NestedHost::l2_kernel`] puts the L2 kernel.
 pub const L2_KERNEL: &str = "/l2/vmlinuz";
+/// Guest path where [`NestedHost::l2_vmlinux`] puts the L2 kernel's ELF.
+pub const L2_VMLINUX: &str = "/l2/vmlinux";
 /// Guest path where [`NestedHost::l2_initramfs`] puts the L2 initramfs.
 pub const L2_INITRAMFS: &str = "/l2/initrd";
 
@@ -72,6 +74,13 @@ impl NestedHost {
     pub fn file(mut self, host: impl AsRef<Path>, guest: &str) -> Self {
         self.guest = self.guest.file(host, guest);
         self
+    }
+
+    /// Puts the ELF `vmlinux` inside `kernel`'s bzImage at [`L2_VMLINUX`]
+    /// in L1 (for ELF/PVH boot).
+    pub fn l2_vmlinux(mut self, kernel: &Kernel) -> Result<Self, TestbedError> {
+        self.guest = self.guest.cached_file(kernel.vmlinux()?, L2_VMLINUX);
+        Ok(self)
     }
 
     /// Puts `kernel`'s image at [`L2_KERNEL`] in L1.

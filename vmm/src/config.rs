@@ -355,6 +355,9 @@ pub struct VmConfig {
     /// What a syscall outside a thread's allowlist does.
     #[serde(default)]
     pub seccomp: SeccompMode,
+    /// Directory to pivot into before the vCPUs start (see `jail`).
+    #[serde(default)]
+    pub jail: Option<PathBuf>,
 }
 
 fn check_file(what: &str, path: &Path) -> Result<(), ConfigError> {
@@ -367,6 +370,10 @@ fn check_file(what: &str, path: &Path) -> Result<(), ConfigError> {
         Err(e) => Err(bad(format!("{what} {}: {e}", path.display()))),
     }
 }
+
+/// Most queue pairs of a `--net`: its 2 * N + 1 queues and their MSI-X
+/// vectors plus the config vector stay within 64.
+pub const MAX_NET_QUEUE_PAIRS: u16 = 31;
 
 fn check_queues(what: &str, n: u16) -> Result<(), ConfigError> {
     if n == 0 {
@@ -452,10 +459,21 @@ impl VmConfig {
                 return Err(bad(format!("--fs tag {:?} is used twice", f.tag)));
             }
         }
+        if let Some(dir) = &self.jail {
+            if !dir.is_dir() {
+                return Err(bad(format!("--jail {} is not a directory", dir.display())));
+            }
+        }
         let mut macs = HashSet::new();
         for n in &self.nets {
             socket("--net", &n.socket)?;
             check_queues("--net", n.num_queue_pairs)?;
+            if n.num_queue_pairs > MAX_NET_QUEUE_PAIRS {
+                return Err(bad(format!(
+                    "--net num_queue_pairs={} is more than {MAX_NET_QUEUE_PAIRS}",
+                    n.num_queue_pairs
+                )));
+            }
             if !macs.insert(n.mac) {
                 return Err(bad(format!("MAC {} is used twice", String::from(n.mac))));
             }
@@ -470,6 +488,21 @@ mod tests {
     use std::io::Write;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn json_jail_is_optional_and_must_be_a_directory() {
+        let c: VmConfig = serde_json::from_str(r#"{"kernel": "/k", "jail": "/run/vm0"}"#).unwrap();
+        assert_eq!(c.jail, Some(PathBuf::from("/run/vm0")));
+        let c: VmConfig = serde_json::from_str(r#"{"kernel": "/k"}"#).unwrap();
+        assert_eq!(c.jail, None);
+        let kernel = tempfile::NamedTempFile::new().unwrap();
+        let mut c = config(kernel.path());
+        c.jail = Some(kernel.path().to_path_buf());
+        let err = c.validate(4, 8 << 30).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        c.jail = Some(std::env::temp_dir());
+        c.validate(4, 8 << 30).unwrap();
+    }
 
     #[test]
     fn memory_sizes() {

@@ -18,6 +18,7 @@ use crate::devices::i8042::{I8042, I8042_PORT, I8042_PORT_LEN};
 use crate::devices::serial::{SerialConsole, SerialError, COM1_PORT, COM1_PORT_LEN};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::irq::GsiRouter;
+use crate::jail::{self, JailError};
 use crate::pci::{
     PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT, PCI_MMIO_END, PCI_MMIO_START,
 };
@@ -58,19 +59,27 @@ pub enum LaunchError {
     /// A platform device could not be placed on the port bus.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The jail could not be entered.
+    #[error(transparent)]
+    Jail(#[from] JailError),
 }
 
 impl LaunchError {
     /// 2 for what the user can fix (flags, files, sizes), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            LaunchError::Config(_) | LaunchError::SerialOutput(_) => 2,
+            LaunchError::Config(_) | LaunchError::SerialOutput(_) | LaunchError::Jail(_) => 2,
             LaunchError::Vm(VmError::Boot(e)) => match e {
-                BootError::BootParams(_) | BootError::Arch(_) | BootError::GuestMemory { .. } => 1,
+                BootError::BootParams(_)
+                | BootError::StartInfo(_)
+                | BootError::Arch(_)
+                | BootError::GuestMemory { .. } => 1,
                 _ => 2,
             },
             LaunchError::Vm(VmError::BadCpuCount { .. }) => 2,
-            LaunchError::VhostUser(VhostUserError::Connect { .. }) => 2,
+            LaunchError::VhostUser(
+                VhostUserError::Connect { .. } | VhostUserError::Unsupported { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -340,18 +349,37 @@ pub fn vmm_rss_kib(status_file: &mut std::fs::File) -> Option<u64> {
     Some(field("RssAnon:")? + field("RssFile:")?)
 }
 
+/// Connects to every daemon of `config`, in PCI slot order: disks, shares,
+/// network interfaces.
+fn connect_backends(
+    config: &VmConfig,
+    vm: &Vm,
+) -> Result<Vec<Box<dyn VirtioBackend>>, LaunchError> {
+    let connect = |socket: &std::path::Path, spec: DeviceSpec| {
+        VhostUserDevice::connect(socket, spec, vm.memory().clone(), BACKEND_CONNECT_TIMEOUT)
+            .map(|d| Box::new(d) as Box<dyn VirtioBackend>)
+    };
+    let mut backends = Vec::new();
+    for disk in &config.disks {
+        let spec = DeviceSpec::blk(disk.num_queues, disk.queue_size);
+        backends.push(connect(&disk.socket, spec)?);
+    }
+    for fs in &config.fs {
+        let spec = DeviceSpec::fs(&fs.tag, fs.num_queues, FS_QUEUE_SIZE);
+        backends.push(connect(&fs.socket, spec)?);
+    }
+    for net in &config.nets {
+        let spec = DeviceSpec::net(net.mac.0, net.num_queue_pairs, NET_QUEUE_SIZE);
+        backends.push(connect(&net.socket, spec)?);
+    }
+    Ok(backends)
+}
+
 /// Checks `config`, builds the VM, runs it to its end and says why it
 /// ended. `started` is when kcradle started: milestones are timed from it.
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
-    if let Some(net) = config.nets.iter().find(|n| n.num_queue_pairs != 1) {
-        return Err(ConfigError(format!(
-            "--net num_queue_pairs={} is not supported yet (1 is)",
-            net.num_queue_pairs
-        ))
-        .into());
-    }
     let out = serial_output(&config.serial)?;
     let vm = Vm::new(&VmSpec {
         cpus: config.cpus,
@@ -364,10 +392,19 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         cmdline: config.cmdline.clone(),
     })?;
 
+    // Every daemon is connected before anything else starts: with --jail
+    // their sockets are out of reach afterwards, and the jail is entered
+    // while kcradle is still single-threaded.
+    let backends = connect_backends(config, &vm)?;
+
     let exit = Arc::new(ExitSignal::new());
     let filters = Filters::new(config.seccomp)?;
-    // Opened now: the VMM threads' filter has no open().
+    // Opened now: the VMM threads' filter has no open(), and the jail has
+    // no /proc.
     let mut status_file = std::fs::File::open("/proc/self/status").ok();
+    if let Some(dir) = &config.jail {
+        jail::enter(dir)?;
+    }
     forward_stop_signals(exit.clone(), filters.vmm.clone()).map_err(LaunchError::Signals)?;
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
@@ -378,61 +415,12 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     let pci = Arc::new(Mutex::new(PciRoot::new()));
     let buses = platform_buses(console, pci.clone(), &exit, started)?;
     let router = Arc::new(Mutex::new(GsiRouter::new()));
-    for (i, disk) in config.disks.iter().enumerate() {
-        let backend = VhostUserDevice::connect(
-            &disk.socket,
-            DeviceSpec::blk(disk.num_queues, disk.queue_size),
-            vm.memory().clone(),
-            BACKEND_CONNECT_TIMEOUT,
-        )?;
-        add_virtio_device(
-            &vm,
-            &pci,
-            &buses,
-            &router,
-            i,
-            Box::new(backend),
-            &filters.vmm,
-        )?;
-    }
-    for (i, fs) in config.fs.iter().enumerate() {
-        let backend = VhostUserDevice::connect(
-            &fs.socket,
-            DeviceSpec::fs(&fs.tag, fs.num_queues, FS_QUEUE_SIZE),
-            vm.memory().clone(),
-            BACKEND_CONNECT_TIMEOUT,
-        )?;
-        let index = config.disks.len() + i;
-        add_virtio_device(
-            &vm,
-            &pci,
-            &buses,
-            &router,
-            index,
-            Box::new(backend),
-            &filters.vmm,
-        )?;
-    }
-    for (i, net) in config.nets.iter().enumerate() {
-        let backend = VhostUserDevice::connect(
-            &net.socket,
-            DeviceSpec::net(net.mac.0, NET_QUEUE_SIZE),
-            vm.memory().clone(),
-            BACKEND_CONNECT_TIMEOUT,
-        )?;
-        let index = config.disks.len() + config.fs.len() + i;
-        add_virtio_device(
-            &vm,
-            &pci,
-            &buses,
-            &router,
-            index,
-            Box::new(backend),
-            &filters.vmm,
-        )?;
+    for (index, backend) in backends.into_iter().enumerate() {
+        add_virtio_device(&vm, &pci, &buses, &router, index, backend, &filters.vmm)?;
     }
     tracing::info!(
         entry = format_args!("{:#x}", loaded.entry),
+        protocol = ?loaded.protocol,
         initrd = ?loaded.initrd,
         cpus = config.cpus,
         memory_mib = config.memory.0 >> 20,

@@ -14,6 +14,7 @@ pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod irq;
+pub mod jail;
 pub mod kick;
 pub mod launch;
 pub mod launcher;

@@ -49,9 +49,9 @@ enum Command {
 struct BootArgs {
     /// JSON file describing the whole VM (instead of the other flags).
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline", "cpus", "memory",
-        "hugepages", "disk", "fs", "net", "serial", "seccomp"])]
+        "hugepages", "disk", "fs", "net", "serial", "seccomp", "jail"])]
     config: Option<PathBuf>,
-    /// bzImage to boot.
+    /// bzImage or ELF vmlinux (PVH) to boot.
     #[arg(long, required_unless_present = "config")]
     kernel: Option<PathBuf>,
     /// Initramfs; repeat to append more cpio archives.
@@ -84,6 +84,10 @@ struct BootArgs {
     /// seccomp filters per thread kind: kill, log or none.
     #[arg(long, value_enum, default_value_t = SeccompMode::Kill)]
     seccomp: SeccompMode,
+    /// Before the vCPUs start, pivot into DIR in a private mount namespace
+    /// and drop every capability.
+    #[arg(long, value_name = "DIR")]
+    jail: Option<PathBuf>,
 }
 
 impl BootArgs {
@@ -104,6 +108,7 @@ impl BootArgs {
             nets: self.net,
             serial: self.serial,
             seccomp: self.seccomp,
+            jail: self.jail,
         })
     }
 }

@@ -15,8 +15,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use crate::arch::x86_64::layout::BOOT_STACK_POINTER;
 use crate::arch::x86_64::{
-    setup_fpu, setup_long_mode, setup_real_mode, setup_real_mode_regs, setup_regs, ArchError,
-    BootRegs,
+    setup_fpu, setup_long_mode, setup_pvh_mode, setup_real_mode, setup_real_mode_regs, setup_regs,
+    ArchError, BootRegs,
 };
 use crate::devices::bus::Bus;
 use crate::kick::Watchdog;
@@ -194,9 +194,22 @@ impl MiniVm {
                         rip: PAYLOAD_START,
                         rsp: BOOT_STACK_POINTER,
                         rsi: 0,
+                        rbx: 0,
                     },
                 )?;
                 setup_fpu(&vcpu)?;
+            }
+            CodeMode::Protected => {
+                setup_pvh_mode(&mem, &vcpu)?;
+                setup_regs(
+                    &vcpu,
+                    &BootRegs {
+                        rip: PAYLOAD_START,
+                        rsp: BOOT_STACK_POINTER,
+                        rsi: 0,
+                        rbx: 0,
+                    },
+                )?;
             }
             CodeMode::Real => {
                 setup_real_mode(&vcpu, (PAYLOAD_START >> 4) as u16)?;

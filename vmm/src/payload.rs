@@ -8,6 +8,8 @@
 pub enum CodeMode {
     /// 16-bit real mode.
     Real,
+    /// 32-bit protected mode (the PVH entry state).
+    Protected,
     /// 64-bit long mode.
     Long,
 }
@@ -53,7 +55,10 @@ impl Asm {
 
     /// `mov dx, imm16`.
     pub fn mov_dx(mut self, value: u16) -> Self {
-        self.prefix_if(CodeMode::Long);
+        // A 16-bit operand needs the prefix outside real mode.
+        if self.mode != CodeMode::Real {
+            self.code.push(OPERAND_SIZE);
+        }
         self.code.push(0xba);
         self.code.extend_from_slice(&value.to_le_bytes());
         self
@@ -162,6 +167,30 @@ impl Asm {
         self
     }
 
+    /// `mov edi, [ebx + disp]` (protected mode): load a 32-bit pointer from
+    /// the structure `ebx` points to, such as `cmdline_paddr` in the PVH
+    /// start info.
+    pub fn load_edi_from_ebx(mut self, disp: u32) -> Self {
+        self.code.extend_from_slice(&[0x8b, 0xbb]);
+        self.code.extend_from_slice(&disp.to_le_bytes());
+        self
+    }
+
+    /// Writes the NUL-terminated string at `edi` to the port in `dx`
+    /// (protected mode):
+    /// `1: mov al, [edi]; test al, al; jz 2f; out dx, al; inc edi; jmp 1b; 2:`.
+    pub fn out_cstring_at_edi(mut self) -> Self {
+        self.code.extend_from_slice(&[
+            0x8a, 0x07, // mov al, [edi]
+            0x84, 0xc0, // test al, al
+            0x74, 0x04, // jz +4
+            0xee, // out dx, al
+            0x47, // inc edi
+            0xeb, 0xf6, // jmp -10
+        ]);
+        self
+    }
+
     /// `in eax, dx`: four bytes from the port in `dx`.
     pub fn in_eax_dx(mut self) -> Self {
         self.prefix_if(CodeMode::Real);
@@ -244,6 +273,28 @@ mod tests {
             0x48, 0xb8, 0x00, 0x10, 0x00, 0xc0, 0x00, 0x00, 0x00, 0x00, // movabs rax
             0xc7, 0x00, 0x78, 0x56, 0x34, 0x12, // mov dword [rax], imm32
             0xf4, // hlt
+        ];
+        assert_eq!(code, expected);
+    }
+
+    // GNU as (`.code32`) picks a disp8 for `mov edi, [ebx + 0x18]`
+    // (8b 7b 18); the disp32 form here is the same instruction.
+    #[test]
+    fn protected_mode_encodings() {
+        let code = Asm::new(CodeMode::Protected)
+            .mov_dx(0x3f8)
+            .load_edi_from_ebx(0x18)
+            .out_cstring_at_edi()
+            .mov_eax(0xcafe_f00d)
+            .out_dx_eax()
+            .finish();
+        let expected: &[u8] = &[
+            0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+            0x8b, 0xbb, 0x18, 0x00, 0x00, 0x00, // mov edi, [ebx + 0x18]
+            0x8a, 0x07, 0x84, 0xc0, 0x74, 0x04, // mov al, [edi]; test; jz
+            0xee, 0x47, 0xeb, 0xf6, // out dx, al; inc edi; jmp back
+            0xb8, 0x0d, 0xf0, 0xfe, 0xca, // mov eax, imm32
+            0xef, // out dx, eax
         ];
         assert_eq!(code, expected);
     }

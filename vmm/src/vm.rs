@@ -182,6 +182,7 @@ impl Vm {
                 rip,
                 rsp: BOOT_STACK_POINTER,
                 rsi: 0,
+                rbx: 0,
             },
         )?;
         Ok(())

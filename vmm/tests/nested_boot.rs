@@ -4,7 +4,7 @@
 //! control register (busybox `devmem` on its MMIO address: the cloud kernel
 //! has no `/dev/port`), and kcradle exits with that status.
 
-use cradle_testbed::{Kernel, NestedHost, QemuGuest, L2_INITRAMFS, L2_KERNEL};
+use cradle_testbed::{Kernel, NestedHost, QemuGuest, L2_INITRAMFS, L2_KERNEL, L2_VMLINUX};
 
 const KCRADLE: &str = env!("CARGO_BIN_EXE_kcradle");
 
@@ -63,6 +63,75 @@ fn nested_kcradle_boots_the_debian_kernel_to_its_exit_status() {
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall
+    );
+}
+
+/// Milliseconds from kcradle's start to the guest's init-started milestone,
+/// from kcradle's log line `... milestone=init-started ms=1234.5 ...`.
+fn init_ms(log: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains("init-started"))?;
+    let ms = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ms="))?;
+    ms.parse().ok()
+}
+
+/// The same Debian kernel booted twice in one L1: as its ELF vmlinux
+/// through the PVH entry, then as its bzImage. Both reach init with 2 vCPUs
+/// and end kcradle with the guest's status; the two times to init are
+/// printed (benchmark figures, not assertions).
+#[test]
+fn nested_kcradle_boots_the_debian_vmlinux_through_pvh() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new().standalone_initramfs(L2_SCRIPT).unwrap();
+    let boot = |image: &str, tag: &str| {
+        format!(
+            "timeout 150 kcradle boot --kernel {image} --initrd {L2_INITRAMFS} --cpus 2 \
+               --memory 256M --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' \
+               > /tmp/{tag}.log 2> /tmp/{tag}.err\n\
+             echo \"{tag}-status=$?\"\n\
+             tr -d '\\r' < /tmp/{tag}.log | grep -A3 l2-in-kcradle\n"
+        )
+    };
+    let script = format!(
+        "{}{}echo --- pvh stderr; cat /tmp/pvh.err; echo --- bz stderr; cat /tmp/bz.err\n\
+         echo --- pvh console; tail -c 3000 /tmp/pvh.log\n",
+        boot(L2_VMLINUX, "pvh"),
+        boot(L2_KERNEL, "bz")
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2))
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .l2_kernel(&kernel)
+        .l2_vmlinux(&kernel)
+        .unwrap()
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"pvh-status=42"),
+        "{out}\n{}",
+        run.console
+    );
+    // Reached init, the same kernel, both vCPUs (ACPI MADT via the start
+    // info's RSDP), the host bridge.
+    assert_eq!(
+        &lines[1..5],
+        ["l2-in-kcradle", kernel.version.as_str(), "2", "0x1b36"],
+        "{out}"
+    );
+    assert_eq!(lines.get(5), Some(&"bz-status=42"), "{out}");
+    let pvh_err = out.split("--- pvh stderr").nth(1).unwrap_or_default();
+    let bz_err = out.split("--- bz stderr").nth(1).unwrap_or_default();
+    assert!(pvh_err.contains("protocol=Pvh"), "{out}");
+    let (pvh, bz) = (init_ms(pvh_err), init_ms(bz_err));
+    assert!(pvh.is_some() && bz.is_some(), "{out}");
+    eprintln!(
+        "time to init in the same L1: PVH {:?} ms, bzImage {:?} ms\n{out}",
+        pvh, bz
     );
 }
 
@@ -151,7 +220,8 @@ devmem 0xfe000000 32 0x02000007
 /// A blk-lv disk in L1 through kcradle's virtio-pci and vhost-user path:
 /// the Debian guest, with 2 vCPUs and a 2-queue disk, loads virtio_pci and
 /// virtio_blk, reads what L1 wrote and writes what L1 then finds in the
-/// image file.
+/// image file. kcradle runs jailed (`--jail`): the daemon socket was
+/// connected before the pivot, so the disk works from inside the jail.
 #[test]
 fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
     let kernel = Kernel::debian().unwrap();
@@ -164,8 +234,9 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
          printf 'written-by-l1---' | dd of=/tmp/disk.img conv=notrunc 2>/dev/null\n\
          blk-lv --socket /tmp/blk.sock --path /tmp/disk.img --num-queues 2 --sandbox none --seccomp none \
            2> /tmp/blk.err &\n\
+         mkdir -p /tmp/jail\n\
          timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
-           --cpus 2 --disk socket=/tmp/blk.sock,num_queues=2 \
+           --cpus 2 --disk socket=/tmp/blk.sock,num_queues=2 --jail /tmp/jail \
            --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
          echo \"kcradle-status=$?\"\n\
          tr -d '\\r' < /tmp/l2.log | grep -a -B1 -A3 '^32768$'\n\
@@ -202,6 +273,7 @@ fn nested_kcradle_guest_does_io_on_a_blk_lv_disk() {
         ],
         "{out}"
     );
+    assert!(out.contains("jailed: private mount namespace"), "{out}");
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall
@@ -333,6 +405,69 @@ fn nested_kcradle_guest_pings_through_net_tap() {
         run.console
     );
     assert_eq!(&lines[1..3], ["52:54:00:12:34:56", "ping-ok"], "{out}");
+    eprintln!(
+        "L1 boot {:?}, whole run {:?}\n{out}",
+        run.to_script, run.wall
+    );
+}
+
+/// Runs in L2: shows the queues the driver set up (one rx-N/tx-N per
+/// combined channel), then pings L1's end of the tap.
+const MQ_NET_SCRIPT: &str = "ls /sys/class/net/eth0/queues | tr '\\n' ' '; echo
+ip link set eth0 up
+ip addr add 169.254.20.2/24 dev eth0
+if ping -c 2 -W 3 169.254.20.1 > /dev/null; then echo ping-ok; devmem 0xfe000000 32 0x0200000d
+else echo ping-failed; devmem 0xfe000000 32 0x0200000e; fi
+";
+
+/// A two-pair net-tap interface (VIRTIO_NET_F_MQ, control queue served by
+/// the daemon): the 2-vCPU guest brings up both combined channels (the
+/// driver's VQ_PAIRS_SET went through the control queue) and pings through
+/// the tap, which lives in a network namespace the test makes inside L1.
+#[test]
+fn nested_kcradle_guest_uses_two_net_queue_pairs_through_net_tap() {
+    let kernel = Kernel::debian().unwrap();
+    let l2 = QemuGuest::new()
+        .modules(&["virtio_pci", "virtio_net"])
+        .standalone_initramfs(MQ_NET_SCRIPT)
+        .unwrap();
+    let script = format!(
+        "unshare -n sleep 600 & ns=$!\n\
+         for i in $(seq 50); do [ \"$(readlink /proc/$ns/ns/net)\" != \"$(readlink /proc/self/ns/net)\" ] && break; sleep 0.1; done\n\
+         in_ns() {{ nsenter -t $ns -n \"$@\"; }}\n\
+         in_ns net-tap --socket /tmp/net.sock --tap tap0 --num-queue-pairs 2 --sandbox none \
+           --seccomp none 2> /tmp/net.err &\n\
+         for i in $(seq 50); do in_ns ip link show tap0 > /dev/null 2>&1 && break; sleep 0.1; done\n\
+         in_ns ip link set tap0 up\n\
+         in_ns ip addr add 169.254.20.1/24 dev tap0\n\
+         timeout 150 kcradle boot --kernel {L2_KERNEL} --initrd {L2_INITRAMFS} --memory 256M \
+           --cpus 2 --net socket=/tmp/net.sock,mac=52:54:00:12:34:57,num_queue_pairs=2 \
+           --cmdline 'console=ttyS0 reboot=k panic=-1 quiet' > /tmp/l2.log 2> /tmp/l2.err\n\
+         echo \"kcradle-status=$?\"\n\
+         tr -d '\\r' < /tmp/l2.log | grep -A1 '^rx-0'\n\
+         ip link show tap0 > /dev/null 2>&1 && echo tap-in-root-ns\n\
+         kill $ns\n\
+         echo --- kcradle stderr; cat /tmp/l2.err; echo --- net-tap; tail -5 /tmp/net.err\n\
+         echo --- L2 console; tail -c 3000 /tmp/l2.log\n"
+    );
+    let run = NestedHost::new()
+        .configure(|l1| l1.cpus(2).modules(&["tun"]))
+        .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(net_tap(), "/usr/bin/net-tap")
+        .l2_kernel(&kernel)
+        .l2_initramfs(&l2)
+        .run(&script)
+        .unwrap();
+    let out = &run.output;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"kcradle-status=13"),
+        "{out}\n{}",
+        run.console
+    );
+    assert_eq!(&lines[1..3], ["rx-0 rx-1 tx-0 tx-1 ", "ping-ok"], "{out}");
+    assert!(!out.contains("tap-in-root-ns"), "{out}");
     eprintln!(
         "L1 boot {:?}, whole run {:?}\n{out}",
         run.to_script, run.wall

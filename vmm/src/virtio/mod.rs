@@ -3,6 +3,7 @@
 //! handles the control path; queues go straight between guest memory and
 //! the daemon through ioeventfds (kicks) and irqfds (MSI-X interrupts).
 
+pub mod msix;
 pub mod pci;
 pub mod vhost_user;
 

@@ -12,12 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::msix::MsixVectors;
 use super::{
     ActiveQueue, QueueState, VirtioBackend, NO_VECTOR, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
     STATUS_NEEDS_RESET, VIRTIO_F_VERSION_1,
 };
 use crate::devices::bus::BusDevice;
-use crate::irq::{GsiRouter, IrqError, MsiMessage};
+use crate::irq::{GsiRouter, IrqError};
 use crate::pci::config::{ConfigSpace, PciIds, REG_BAR0, REG_CAP_PTR, REG_COMMAND};
 use crate::pci::PciDevice;
 
@@ -43,10 +44,6 @@ pub const NOTIFY_MULTIPLIER: u32 = 4;
 pub const MSIX_TABLE_OFFSET: u64 = 0x4000;
 /// MSI-X pending-bit array in BAR 0.
 pub const MSIX_PBA_OFFSET: u64 = 0x6000;
-/// Bytes per MSI-X table entry.
-const MSIX_ENTRY_SIZE: u64 = 16;
-/// Vector control: masked.
-const MSIX_ENTRY_MASKED: u32 = 1;
 
 /// Capability positions (byte offsets in config space).
 const CAP_COMMON: usize = 0x40;
@@ -81,19 +78,10 @@ pub enum TransportError {
     Irq(#[from] IrqError),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct MsixEntry {
-    address: u64,
-    data: u32,
-    control: u32,
-}
-
 /// One virtio device on the PCI bus.
 pub struct VirtioPciDevice {
     config: ConfigSpace,
     backend: Box<dyn VirtioBackend>,
-    vm: Arc<VmFd>,
-    router: Arc<Mutex<GsiRouter>>,
     bar: u64,
     device_feature_select: u32,
     driver_feature_select: u32,
@@ -104,10 +92,8 @@ pub struct VirtioPciDevice {
     queue_select: u16,
     queues: Vec<QueueState>,
     kicks: Vec<EventFd>,
-    /// One per MSI-X vector, each an irqfd on `gsis[i]`.
-    calls: Vec<EventFd>,
-    gsis: Vec<u32>,
-    msix: Vec<MsixEntry>,
+    /// The MSI-X table, pending bits and one irqfd per vector.
+    msix: MsixVectors,
     /// Handed to queues without a vector: signalled into the void.
     no_interrupt: EventFd,
 }
@@ -217,28 +203,11 @@ impl VirtioPciDevice {
                 })?;
             kicks.push(kick);
         }
-        let mut calls = Vec::with_capacity(vectors);
-        let mut gsis = Vec::with_capacity(vectors);
-        for _ in 0..vectors {
-            let gsi = router
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .allocate()?;
-            let call = evt()?;
-            vm.register_irqfd(&call, gsi)
-                .map_err(|err| TransportError::Kvm {
-                    what: "KVM_IRQFD",
-                    err,
-                })?;
-            calls.push(call);
-            gsis.push(gsi);
-        }
+        let msix = MsixVectors::new(vm.clone(), router, vectors)?;
         let max = backend.max_queue_size();
         Ok(VirtioPciDevice {
             config,
             backend,
-            vm,
-            router,
             bar,
             device_feature_select: 0,
             driver_feature_select: 0,
@@ -249,15 +218,7 @@ impl VirtioPciDevice {
             queue_select: 0,
             queues: vec![QueueState::new(max); num_queues],
             kicks,
-            calls,
-            gsis,
-            msix: vec![
-                MsixEntry {
-                    control: MSIX_ENTRY_MASKED,
-                    ..Default::default()
-                };
-                vectors
-            ],
+            msix,
             no_interrupt: evt()?,
         })
     }
@@ -277,7 +238,7 @@ impl VirtioPciDevice {
     pub fn mark_needs_reset(&mut self) {
         self.status |= STATUS_NEEDS_RESET;
         self.config_generation = self.config_generation.wrapping_add(1);
-        if let Some(call) = self.calls.get(usize::from(self.msix_config)) {
+        if let Some(call) = self.msix.call(usize::from(self.msix_config)) {
             let _ = call.write(1);
         }
     }
@@ -310,8 +271,8 @@ impl VirtioPciDevice {
                 state: *q,
                 kick: &self.kicks[index],
                 call: self
-                    .calls
-                    .get(usize::from(q.msix_vector))
+                    .msix
+                    .call(usize::from(q.msix_vector))
                     .unwrap_or(&self.no_interrupt),
             })
             .collect();
@@ -386,7 +347,7 @@ impl VirtioPciDevice {
     fn write_common(&mut self, offset: u64, value: u64) {
         let set_lo = |old: u64, v: u64| (old & !0xffff_ffff) | (v & 0xffff_ffff);
         let set_hi = |old: u64, v: u64| (old & 0xffff_ffff) | (v << 32);
-        let vectors = self.calls.len();
+        let vectors = self.msix.len();
         let before_driver_ok = self.status & STATUS_DRIVER_OK == 0;
         match offset {
             0 => self.device_feature_select = value as u32,
@@ -437,51 +398,6 @@ impl VirtioPciDevice {
             _ => {}
         }
     }
-
-    fn msix_read(&self, offset: u64) -> u32 {
-        let (index, field) = (
-            (offset / MSIX_ENTRY_SIZE) as usize,
-            offset % MSIX_ENTRY_SIZE,
-        );
-        self.msix.get(index).map_or(0, |e| match field {
-            0 => e.address as u32,
-            4 => (e.address >> 32) as u32,
-            8 => e.data,
-            _ => e.control,
-        })
-    }
-
-    fn msix_write(&mut self, offset: u64, value: u32) {
-        let (index, field) = (
-            (offset / MSIX_ENTRY_SIZE) as usize,
-            offset % MSIX_ENTRY_SIZE,
-        );
-        let Some(entry) = self.msix.get_mut(index) else {
-            return;
-        };
-        match field {
-            0 => entry.address = (entry.address & !0xffff_ffff) | u64::from(value),
-            4 => entry.address = (entry.address & 0xffff_ffff) | (u64::from(value) << 32),
-            8 => entry.data = value,
-            _ => entry.control = value & MSIX_ENTRY_MASKED,
-        }
-        let entry = *entry;
-        // Masked vectors keep their last route: the guest masks while it
-        // reprograms and unmasks after, which commits the new message.
-        if entry.control & MSIX_ENTRY_MASKED == 0 {
-            let mut router = self.router.lock().unwrap_or_else(PoisonError::into_inner);
-            router.set_msi(
-                self.gsis[index],
-                MsiMessage {
-                    address: entry.address,
-                    data: entry.data,
-                },
-            );
-            if let Err(e) = router.commit(&self.vm) {
-                tracing::error!(error = %e, "MSI-X route update failed");
-            }
-        }
-    }
 }
 
 fn le_value(data: &[u8]) -> u64 {
@@ -511,8 +427,14 @@ impl BusDevice for VirtioPciDevice {
                 self.backend.read_config(o - DEVICE_CFG_OFFSET, data)
             }
             o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) && data.len() == 4 => {
-                let v = self.msix_read(o - MSIX_TABLE_OFFSET);
+                let v = self.msix.read_table(o - MSIX_TABLE_OFFSET);
                 put_le(data, u64::from(v));
+            }
+            // The PBA, read as dwords or qwords.
+            o if (MSIX_PBA_OFFSET..u64::from(BAR0_SIZE)).contains(&o) && o % 4 == 0 => {
+                let lo = self.msix.read_pba(o - MSIX_PBA_OFFSET);
+                let hi = self.msix.read_pba(o + 4 - MSIX_PBA_OFFSET);
+                put_le(data, u64::from(lo) | (u64::from(hi) << 32));
             }
             _ => {}
         }
@@ -531,9 +453,9 @@ impl BusDevice for VirtioPciDevice {
                     let _ = kick.write(1);
                 }
             }
-            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) && data.len() == 4 => {
-                self.msix_write(o - MSIX_TABLE_OFFSET, le_value(data) as u32)
-            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) && data.len() == 4 => self
+                .msix
+                .write_table(o - MSIX_TABLE_OFFSET, le_value(data) as u32),
             _ => {}
         }
     }
@@ -546,6 +468,13 @@ impl PciDevice for VirtioPciDevice {
 
     fn write_config(&mut self, reg: usize, offset: usize, data: &[u8]) {
         self.config.write(reg, offset, data);
+        if reg == CAP_MSIX / 4 {
+            let control = self.config.read(reg);
+            self.msix.set_control(
+                control & MSIX_ENABLE != 0,
+                control & MSIX_FUNCTION_MASK != 0,
+            );
+        }
         // The BAR is placed by the VMM; a sizing probe (all-ones) is
         // answered by the mask, anything else puts the VMM's address back.
         if reg == REG_BAR0 && self.config.read(REG_BAR0) != !(BAR0_SIZE - 1) {

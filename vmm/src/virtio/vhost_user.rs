@@ -94,6 +94,13 @@ pub struct DeviceSpec {
     /// builds (a MAC, a link status); never acked to the daemon unless
     /// the daemon offers them too.
     pub vmm_features: u64,
+    /// Daemon features this device cannot work without (checked at
+    /// connect).
+    pub required_features: u64,
+    /// The daemon must serve exactly `num_queues` queues, not at least:
+    /// true when a queue's role depends on its index from the end (the
+    /// net control queue comes after the last pair).
+    pub exact_queue_count: bool,
 }
 
 impl DeviceSpec {
@@ -106,6 +113,8 @@ impl DeviceSpec {
             config: DeviceConfig::FromBackend(BLK_CONFIG_LEN),
             offer_mask: u64::MAX,
             vmm_features: 0,
+            required_features: 0,
+            exact_queue_count: false,
         }
     }
 
@@ -118,13 +127,26 @@ impl DeviceSpec {
             config: DeviceConfig::Local(fs_config(tag, u32::from(request_queues))),
             offer_mask: u64::MAX,
             vmm_features: 0,
+            required_features: 0,
+            exact_queue_count: false,
         }
     }
 
-    /// A vhost-user-net interface with one RX/TX queue pair (no control
-    /// queue, so every feature that needs one is withheld from the guest,
-    /// and so is every feature whose config field only the daemon knows).
-    pub fn net(mac: [u8; 6], queue_size: u16) -> Self {
+    /// A vhost-user-net interface with `pairs` RX/TX queue pairs.
+    ///
+    /// With one pair there is no control queue, so every feature that
+    /// needs one is withheld from the guest. With more, the guest gets
+    /// `VIRTIO_NET_F_MQ` and a control queue (the last of `2 * pairs + 1`
+    /// queues), and that queue goes to the daemon like the data queues:
+    /// the daemon owns the tap queues that `VQ_PAIRS_SET` attaches and
+    /// detaches (net-tap serves it), whereas serving it here would make
+    /// kcradle read guest buffers, which it otherwise never does, and
+    /// then tell the daemon through a message vhost-user does not have.
+    /// Only MQ is offered on that queue; the other control features (RX
+    /// filters, VLANs, MAC changes, guest offloads, announcements) stay
+    /// withheld, and so is every feature whose config field only the
+    /// daemon knows (kcradle builds the config space).
+    pub fn net(mac: [u8; 6], pairs: u16, queue_size: u16) -> Self {
         let daemon_config = (1 << NET_F_MTU)
             | (1 << NET_F_HASH_REPORT)
             | (1 << NET_F_RSS)
@@ -137,13 +159,21 @@ impl DeviceSpec {
             | (1 << NET_F_GUEST_ANNOUNCE)
             | (1 << NET_F_MQ)
             | (1 << NET_F_CTRL_MAC_ADDR);
+        let pairs = pairs.max(1);
+        let mq = if pairs > 1 {
+            (1 << NET_F_CTRL_VQ) | (1 << NET_F_MQ)
+        } else {
+            0
+        };
         DeviceSpec {
             device_type: VIRTIO_ID_NET,
-            num_queues: 2,
+            num_queues: 2 * pairs + u16::from(pairs > 1),
             queue_size,
-            config: DeviceConfig::Local(net_config(mac, 1)),
-            offer_mask: !needs_ctrl_vq,
+            config: DeviceConfig::Local(net_config(mac, pairs)),
+            offer_mask: !needs_ctrl_vq | mq,
             vmm_features: (1 << NET_F_MAC) | (1 << NET_F_STATUS),
+            required_features: mq,
+            exact_queue_count: pairs > 1,
         }
     }
 }
@@ -242,6 +272,8 @@ impl VhostUserDevice {
             config: device_config,
             offer_mask,
             vmm_features,
+            required_features,
+            exact_queue_count,
         } = spec;
         let mut frontend = connect(path, u64::from(num_queues), timeout)?;
         let hs = |err| VhostUserError::Handshake {
@@ -254,6 +286,13 @@ impl VhostUserDevice {
             return Err(VhostUserError::Unsupported {
                 path: path.to_path_buf(),
                 what: "no VIRTIO_F_VERSION_1".into(),
+            });
+        }
+        let missing = required_features & !backend_features;
+        if missing != 0 {
+            return Err(VhostUserError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("the daemon does not offer features {missing:#x} (needed here)"),
             });
         }
         let mut protocol = VhostUserProtocolFeatures::empty();
@@ -270,7 +309,8 @@ impl VhostUserDevice {
             } else {
                 1
             };
-            if offered < u64::from(num_queues) {
+            let wanted = u64::from(num_queues);
+            if offered < wanted || (exact_queue_count && offered != wanted) {
                 return Err(VhostUserError::Unsupported {
                     path: path.to_path_buf(),
                     what: format!("{offered} queues offered, {num_queues} configured"),
@@ -446,8 +486,9 @@ mod tests {
 
     #[test]
     fn net_withholds_control_queue_features_and_provides_mac_and_status() {
-        let spec = DeviceSpec::net([0x52, 0x54, 0, 0x12, 0x34, 0x56], 256);
+        let spec = DeviceSpec::net([0x52, 0x54, 0, 0x12, 0x34, 0x56], 1, 256);
         assert_eq!(spec.num_queues, 2);
+        assert_eq!(spec.required_features, 0);
         assert_eq!(spec.offer_mask & (1 << NET_F_CTRL_VQ), 0);
         assert_eq!(spec.offer_mask & (1 << NET_F_MQ), 0);
         assert_ne!(spec.offer_mask & (1 << 0), 0, "checksum offload passes");
@@ -461,6 +502,30 @@ mod tests {
             [0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0, 1, 0, 0xdc, 0x05]
         );
         assert_eq!(spec.offer_mask & (1 << NET_F_MTU), 0);
+    }
+
+    #[test]
+    fn multi_queue_net_offers_mq_with_a_control_queue_for_the_daemon() {
+        let spec = DeviceSpec::net([0x52, 0x54, 0, 0x12, 0x34, 0x56], 3, 256);
+        // Three RX/TX pairs, then the control queue.
+        assert_eq!(spec.num_queues, 7);
+        assert!(spec.exact_queue_count);
+        let mq = (1 << NET_F_CTRL_VQ) | (1 << NET_F_MQ);
+        assert_eq!(spec.offer_mask & mq, mq);
+        assert_eq!(spec.required_features, mq);
+        for withheld in [
+            NET_F_CTRL_RX,
+            NET_F_CTRL_VLAN,
+            NET_F_CTRL_MAC_ADDR,
+            NET_F_MTU,
+        ] {
+            assert_eq!(spec.offer_mask & (1 << withheld), 0, "bit {withheld}");
+        }
+        let DeviceConfig::Local(cfg) = spec.config else {
+            panic!("net config is built by the VMM")
+        };
+        // max_virtqueue_pairs
+        assert_eq!(&cfg[8..10], [3, 0]);
     }
 
     #[test]

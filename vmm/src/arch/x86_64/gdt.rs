@@ -34,6 +34,15 @@ pub const BOOT_GDT: [u64; 4] = [
     gdt_entry(0x808b, 0, 0xfffff),
 ];
 
+/// The GDT for a PVH start: null, flat 32-bit code (D=1, execute/read),
+/// flat data and a 32-bit TSS, as the PVH ABI wants the segments loaded.
+pub const PVH_GDT: [u64; 4] = [
+    0,
+    gdt_entry(0xc09b, 0, 0xfffff),
+    gdt_entry(0xc093, 0, 0xfffff),
+    gdt_entry(0x008b, 0, 0x67),
+];
+
 fn bits(entry: u64, shift: u32, width: u32) -> u64 {
     (entry >> shift) & ((1 << width) - 1)
 }

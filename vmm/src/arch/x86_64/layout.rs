@@ -8,6 +8,13 @@
 pub const BOOT_GDT_START: u64 = 0x500;
 /// Guest-physical address of the (empty) boot IDT, right after the GDT.
 pub const BOOT_IDT_START: u64 = 0x520;
+/// PVH `hvm_start_info`, passed to the kernel in `ebx`.
+pub const PVH_INFO_START: u64 = 0x6000;
+/// PVH module list (the initramfs), right after the start info.
+pub const PVH_MODLIST_START: u64 = 0x6040;
+/// PVH memory map. It shares the zero page's spot: a kernel boots with one
+/// protocol or the other, never both.
+pub const PVH_MEMMAP_START: u64 = 0x7000;
 /// Linux zero page (`struct boot_params`), passed to the kernel in `rsi`.
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer: grows down from just below the page tables.

@@ -19,4 +19,4 @@ pub mod sregs;
 pub use error::ArchError;
 pub use fpu::setup_fpu;
 pub use regs::{setup_real_mode_regs, setup_regs, BootRegs};
-pub use sregs::{setup_long_mode, setup_real_mode};
+pub use sregs::{setup_long_mode, setup_pvh_mode, setup_real_mode};

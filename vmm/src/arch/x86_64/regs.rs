@@ -18,6 +18,8 @@ pub struct BootRegs {
     pub rsp: u64,
     /// Address of the Linux zero page, as the 64-bit boot protocol wants.
     pub rsi: u64,
+    /// Address of the PVH start info, as the PVH boot ABI wants.
+    pub rbx: u64,
 }
 
 impl BootRegs {
@@ -29,6 +31,7 @@ impl BootRegs {
             rsp: self.rsp,
             rbp: self.rsp,
             rsi: self.rsi,
+            rbx: self.rbx,
             ..Default::default()
         }
     }
@@ -59,6 +62,7 @@ mod tests {
             rip: 0x100_0200,
             rsp: 0x8ff0,
             rsi: 0x7000,
+            rbx: 0,
         }
         .to_kvm();
         assert_eq!(

@@ -7,7 +7,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::error::ArchError;
 use super::gdt::{
-    segment_from_gdt, write_gdt_and_idt, BOOT_GDT, CODE_INDEX, DATA_INDEX, TSS_INDEX,
+    segment_from_gdt, write_gdt_and_idt, BOOT_GDT, CODE_INDEX, DATA_INDEX, PVH_GDT, TSS_INDEX,
 };
 use super::layout::{BOOT_GDT_START, BOOT_IDT_START};
 use super::paging::write_identity_map;
@@ -66,6 +66,38 @@ pub fn setup_long_mode(
         .map_err(ArchError::SetSregs)
 }
 
+/// Returns `sregs` in 32-bit protected mode without paging, with the
+/// [`PVH_GDT`] segments loaded: the state the PVH boot ABI starts a kernel in.
+pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    sregs.gdt.base = BOOT_GDT_START;
+    sregs.gdt.limit = (std::mem::size_of_val(&PVH_GDT) - 1) as u16;
+    sregs.idt.base = BOOT_IDT_START;
+    sregs.idt.limit = (std::mem::size_of::<u64>() - 1) as u16;
+    let data = segment_from_gdt(PVH_GDT[usize::from(DATA_INDEX)], DATA_INDEX);
+    sregs.cs = segment_from_gdt(PVH_GDT[usize::from(CODE_INDEX)], CODE_INDEX);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = segment_from_gdt(PVH_GDT[usize::from(TSS_INDEX)], TSS_INDEX);
+    // Protected mode, no paging, no PAE, no long mode; caches on.
+    sregs.cr0 = CR0_PE;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    sregs
+}
+
+/// Writes the [`PVH_GDT`] and an empty IDT into `mem` and puts `vcpu` in
+/// 32-bit protected mode for a PVH entry point.
+pub fn setup_pvh_mode(mem: &GuestMemoryMmap, vcpu: &VcpuFd) -> Result<(), ArchError> {
+    write_gdt_and_idt(mem, &PVH_GDT)?;
+    let sregs = vcpu.get_sregs().map_err(ArchError::GetSregs)?;
+    vcpu.set_sregs(&pvh_sregs(sregs))
+        .map_err(ArchError::SetSregs)
+}
+
 /// Returns `sregs` in real mode with every segment register at `segment`
 /// (linear base `segment * 16`), instead of the reset vector's `f000:fff0`.
 pub fn real_mode_sregs(mut sregs: kvm_sregs, segment: u16) -> kvm_sregs {
@@ -110,6 +142,18 @@ mod tests {
         );
         assert_eq!((s.gdt.base, s.gdt.limit), (BOOT_GDT_START, 31));
         assert_eq!((s.idt.base, s.idt.limit), (BOOT_IDT_START, 7));
+    }
+
+    #[test]
+    fn pvh_state_is_flat_32_bit_protected_mode_without_paging() {
+        let lm = long_mode_sregs(kvm_sregs::default(), 0x9000);
+        let s = pvh_sregs(lm);
+        assert_eq!((s.cr0, s.cr3, s.cr4, s.efer), (CR0_PE, 0, 0, 0));
+        assert_eq!((s.cs.selector, s.cs.l, s.cs.db), (0x08, 0, 1));
+        assert_eq!((s.cs.base, s.cs.limit, s.cs.type_), (0, 0xffff_ffff, 0xb));
+        assert_eq!((s.ds.selector, s.ss.db, s.ss.limit), (0x10, 1, 0xffff_ffff));
+        assert_eq!((s.tr.selector, s.tr.type_, s.tr.limit), (0x18, 0xb, 0x67));
+        assert_eq!((s.gdt.base, s.gdt.limit), (BOOT_GDT_START, 31));
     }
 
     #[test]
