@@ -72,6 +72,10 @@ pub struct NetMeasurement {
     /// iperf3's JSON as produced (guest mode), relative to the output
     /// directory.
     pub raw_json: Option<String>,
+    /// Why the run produced no figure (then it is left out of medians and
+    /// listed in the report).
+    #[serde(default)]
+    pub failed: Option<String>,
 }
 
 impl NetMeasurement {

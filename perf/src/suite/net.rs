@@ -10,7 +10,7 @@ use cradle_testbed::peers::wait_for_socket;
 use cradle_testbed::QemuGuest;
 
 use super::{SuiteConfig, Workspace, DAEMON_CPU, LOADGEN_CPU};
-use crate::net::iperf::parse_udp;
+use crate::net::iperf::{parse_udp, UdpResult};
 use crate::net::load::{device_tx, raw_tx, PacketRun};
 use crate::net::netns::NetNs;
 use crate::net::{ms_per_mpkt, NetBackend, NetLog, NetMeasurement, NetPoint};
@@ -152,6 +152,7 @@ fn measurement(
         daemon_cpu_ms_per_mpkt: None,
         source_cpu_ms_per_mpkt: ms_per_mpkt(run.source_cpu_ns, run.packets),
         raw_json: None,
+        failed: None,
     }
 }
 
@@ -230,7 +231,9 @@ fn guest_runs(
     for (i, size) in sizes.iter().enumerate() {
         let payload = size.saturating_sub(UDP_OVERHEAD).max(16);
         script.push_str(&format!(
-            "echo '{JOB_MARK}{i}'\niperf3 -c {HOST_IP} -u -b 0 -l {payload} -t {secs} -J\necho '{END_MARK}'\n"
+            "echo '{JOB_MARK}{i}'\ntimeout {} iperf3 -c {HOST_IP} --connect-timeout 5000 -u -b 0 -l {payload} -t {secs} -J 2> /tmp/iperf.err\n\
+             echo '{END_MARK}'\ncat /tmp/iperf.err\nsleep 1\n",
+            secs + 30
         ));
     }
     let timeout = Duration::from_secs(90 + (secs + 15) * sizes.len() as u64);
@@ -275,8 +278,29 @@ fn guest_runs(
             between(&run.output, &format!("{JOB_MARK}{i}\n"), END_MARK).ok_or_else(|| {
                 PerfError::Fio(format!("guest printed no iperf3 result for {size} B"))
             })?;
-        let udp = parse_udp(text)?;
+        // Anything before the JSON object (a warning) is not iperf3's JSON.
+        let text = text.find('{').map_or(text, |at| &text[at..]);
         let rel = ws.save(&format!("guest-{}-tx-{size}-r{rep}", backend.name()), text)?;
+        // A run that stalled or failed is kept, with its reason, and left
+        // out of the figures.
+        let (udp, failed) = match parse_udp(text) {
+            Ok(u) => (u, None),
+            Err(e) => {
+                eprintln!(
+                    "cradle-perf net: {} guest run at {size} B failed: {e}",
+                    backend.name()
+                );
+                (
+                    UdpResult {
+                        sent: 0,
+                        received: 0,
+                        bytes: 0,
+                        seconds: 0.0,
+                    },
+                    Some(e.to_string()),
+                )
+            }
+        };
         let mut m = NetMeasurement {
             point: NetPoint {
                 mode: Mode::Guest,
@@ -293,6 +317,7 @@ fn guest_runs(
             daemon_cpu_ms_per_mpkt: None,
             source_cpu_ms_per_mpkt: None,
             raw_json: Some(rel),
+            failed,
         };
         if let (Some(b), Some(a)) = (before, after) {
             m.daemon_peak_rss_kib = Some(a.peak_rss_kib);
