@@ -27,26 +27,45 @@ pub struct ProbeResult {
     pub status: Option<i32>,
     /// Peak resident set (`VmHWM`, guest RAM it touched included), KiB.
     pub peak_rss_kib: u64,
-    /// Largest RssAnon + RssFile seen: the VMM's own memory, without the
-    /// guest RAM it maps from a memfd (RssShmem), KiB.
+    /// Largest resident memory outside the guest RAM seen: VmRSS minus
+    /// the resident pages of the VMM's `/memfd:` mappings (guest RAM is a
+    /// memfd for both VMMs), KiB. Binaries and libraries count, wherever
+    /// they live (on an initramfs they are shmem pages, not RssFile).
     pub own_peak_kib: u64,
-    /// Largest RssShmem seen (guest RAM the VMM touched), KiB.
+    /// Largest resident guest RAM (`/memfd:` mappings) seen, KiB.
     pub shmem_peak_kib: u64,
 }
 
-/// (VmHWM, RssAnon + RssFile, RssShmem) from `/proc/PID/status` text.
-pub fn parse_status(text: &str) -> Option<(u64, u64, u64)> {
+/// (VmHWM, VmRSS) from `/proc/PID/status` text, KiB.
+pub fn parse_status(text: &str) -> Option<(u64, u64)> {
     let kib = |key: &str| -> Option<u64> {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
     };
-    Some((
-        kib("VmHWM:")?,
-        kib("RssAnon:")? + kib("RssFile:")?,
-        kib("RssShmem:")?,
-    ))
+    Some((kib("VmHWM:")?, kib("VmRSS:")?))
+}
+
+/// Resident KiB of the `/memfd:` mappings in `/proc/PID/smaps` text: the
+/// guest RAM.
+pub fn memfd_rss_kib(smaps: &str) -> u64 {
+    let mut in_memfd = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            // A mapping header: "start-end perms offset dev inode [path]".
+            Some(range) if range.contains('-') && !range.ends_with(':') => {
+                in_memfd = f.nth(4).is_some_and(|p| p.starts_with("/memfd:"));
+            }
+            Some("Rss:") if in_memfd => {
+                total += f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    total
 }
 
 /// Runs `cmd` (program and arguments) until it exits or `timeout` passes
@@ -93,13 +112,13 @@ pub fn probe(cmd: &[String], marker: &str, timeout: Duration) -> Result<ProbeRes
     let pid = child.id();
     let (mut peak, mut own, mut shmem) = (0u64, 0u64, 0u64);
     let status = loop {
-        if let Some(text) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|t| parse_status(&t))
-        {
-            peak = peak.max(text.0);
-            own = own.max(text.1);
-            shmem = shmem.max(text.2);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"));
+        if let (Some((hwm, rss)), Ok(smaps)) = (status.ok().and_then(|t| parse_status(&t)), smaps) {
+            let guest = memfd_rss_kib(&smaps);
+            peak = peak.max(hwm);
+            own = own.max(rss.saturating_sub(guest));
+            shmem = shmem.max(guest);
         }
         match child.try_wait() {
             Ok(Some(st)) => break st.code(),
@@ -134,9 +153,25 @@ mod tests {
 
     #[test]
     fn parses_memory_lines() {
-        let status = "Name:\tqemu\nVmHWM:\t  300000 kB\nVmRSS:\t 290000 kB\nRssAnon:\t   20000 kB\nRssFile:\t   15000 kB\nRssShmem:\t  255000 kB\n";
-        assert_eq!(parse_status(status), Some((300_000, 35_000, 255_000)));
+        let status =
+            "Name:\tqemu\nVmHWM:\t  300000 kB\nVmRSS:\t 290000 kB\nRssAnon:\t   20000 kB\n";
+        assert_eq!(parse_status(status), Some((300_000, 290_000)));
         assert_eq!(parse_status("VmHWM: 1 kB\n"), None);
+        let smaps = "\
+7f0000000000-7f0010000000 rw-s 00000000 00:01 1234                       /memfd:mem (deleted)
+Size:             262144 kB
+Rss:              118000 kB
+Pss:              118000 kB
+55d000000000-55d000100000 r-xp 00000000 00:02 99                         /usr/bin/kcradle
+Size:               1024 kB
+Rss:                 700 kB
+7f0020000000-7f0020200000 rw-s 00000000 00:01 1235                       /memfd:virtio (deleted)
+Rss:                  12 kB
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                  40 kB
+";
+        assert_eq!(memfd_rss_kib(smaps), 118_012);
+        assert_eq!(memfd_rss_kib(""), 0);
     }
 
     #[test]

@@ -24,15 +24,6 @@ const BOOT_TIMEOUT_SECS: u64 = 150;
 /// Where the probe lives in L1.
 const L1_PROBE: &str = "/usr/bin/cradle-boot-probe";
 
-/// Boots per VMM.
-fn repetitions(cfg: &SuiteConfig) -> u32 {
-    if cfg.repetitions > 1 || cfg.quick {
-        cfg.repetitions
-    } else {
-        5
-    }
-}
-
 /// The two VMM command lines for `kernel` and `initrd`.
 fn commands(kcradle: &str, kernel: &str, initrd: &str) -> [(BootVmm, Vec<String>); 2] {
     let mem = format!("{GUEST_MIB}M");
@@ -115,7 +106,7 @@ fn l1_script(reps: u32, cmds: &[(BootVmm, Vec<String>); 2]) -> String {
 pub fn run_boot(cfg: &SuiteConfig) -> Result<BootLog, PerfError> {
     let ws = Workspace::new(cfg)?;
     let base = ws.log("boot");
-    let reps = repetitions(cfg);
+    let reps = cfg.repetitions.max(1);
     let kernel = Kernel::debian().map_err(|e| PerfError::Setup(format!("kernel: {e}")))?;
     let initrd = QemuGuest::new()
         .standalone_initramfs(&format!("echo {INIT_MARK}\n"))
