@@ -108,12 +108,24 @@ fn nested_perf_boot_quick_times_kcradle_and_qemu_microvm() {
     for vmm in [BootVmm::Kcradle, BootVmm::QemuMicrovm] {
         let m = log.measurements.iter().find(|m| m.vmm == vmm).unwrap();
         assert_eq!(m.probe.status, Some(0), "{m:?}");
-        let init = m.probe.init_ms.unwrap();
-        assert!(init > 0.0 && init < m.probe.exit_ms, "{m:?}");
+        assert!(m.probe.exit_ms > 0.0, "{m:?}");
         assert!(m.probe.own_peak_kib > 0 && m.probe.peak_rss_kib >= m.probe.own_peak_kib);
+        // Guest RAM is a memfd for both, and it is counted apart.
+        assert!(m.probe.shmem_peak_kib > 8 << 10, "{m:?}");
     }
+    // Ours must show its init line. (Nested QEMU microvm once lost its
+    // console line under load while booting fine; the report counts such
+    // a boot as not clean instead of failing the run.)
+    let ours = log
+        .measurements
+        .iter()
+        .find(|m| m.vmm == BootVmm::Kcradle)
+        .unwrap();
+    let init = ours.probe.init_ms.unwrap();
+    assert!(init > 0.0 && init < ours.probe.exit_ms, "{ours:?}");
     let summary: BootSummary = read(out.path(), "summary.json");
-    assert!(summary.init_ratio.is_some() && summary.exit_ratio.is_some());
+    assert_eq!(summary.kcradle.as_ref().map(|c| c.ok), Some(1));
+    assert_eq!(summary.qemu.as_ref().map(|c| c.boots), Some(1));
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains(&format!("- where: {}", log.placement)), "{md}");
     assert!(out.path().join("boot-ms.svg").exists());

@@ -291,8 +291,8 @@ pub fn markdown(log: &BootLog, s: &BootSummary) -> String {
          (QEMU: `-M microvm,memory-backend=...`), alternating which goes first.\n\
          - *time to init*: from starting the VMM to the initramfs script's first line on the serial console. \
          *boot to power-off*: to the VMM's exit after the guest powers off.\n\
-         - *own memory* is the VMM's resident memory (VmRSS) minus the resident pages of its `/memfd:` mappings \
-         (the guest RAM), sampled every 10 ms; binaries and libraries count. The 5 MiB target applies to it.\n\
+         - *own memory* is the resident memory of every mapping of the VMM but its `/memfd:` ones (the guest RAM), \
+         from `/proc/PID/smaps` every 10 ms; binaries and libraries count. The 5 MiB target applies to it.\n\
          - In a nested L1 (this machine's KVM emulates guest ring 0), absolute times include nested-virtualisation \
          exits under TCG: compare the two VMMs, not the numbers with other machines.\n\
          - Every boot is in `measurements.json`; `summary.json` has these tables as data; chart: `boot-ms.svg`."

@@ -27,8 +27,8 @@ pub struct ProbeResult {
     pub status: Option<i32>,
     /// Peak resident set (`VmHWM`, guest RAM it touched included), KiB.
     pub peak_rss_kib: u64,
-    /// Largest resident memory outside the guest RAM seen: VmRSS minus
-    /// the resident pages of the VMM's `/memfd:` mappings (guest RAM is a
+    /// Largest resident memory outside the guest RAM seen: the resident
+    /// pages of every mapping but the VMM's `/memfd:` ones (guest RAM is a
     /// memfd for both VMMs), KiB. Binaries and libraries count, wherever
     /// they live (on an initramfs they are shmem pages, not RssFile).
     pub own_peak_kib: u64,
@@ -47,11 +47,13 @@ pub fn parse_status(text: &str) -> Option<(u64, u64)> {
     Some((kib("VmHWM:")?, kib("VmRSS:")?))
 }
 
-/// Resident KiB of the `/memfd:` mappings in `/proc/PID/smaps` text: the
-/// guest RAM.
-pub fn memfd_rss_kib(smaps: &str) -> u64 {
+/// Resident KiB of (the `/memfd:` mappings, every other mapping) in
+/// `/proc/PID/smaps` text: (guest RAM, the VMM's own memory). Both come from
+/// one read, so a VMM unmapping its guest RAM while it exits cannot make
+/// the second look larger than it is (VmRSS read apart from smaps could).
+pub fn split_rss_kib(smaps: &str) -> (u64, u64) {
     let mut in_memfd = false;
-    let mut total = 0;
+    let (mut guest, mut own) = (0, 0);
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         match f.next() {
@@ -59,13 +61,18 @@ pub fn memfd_rss_kib(smaps: &str) -> u64 {
             Some(range) if range.contains('-') && !range.ends_with(':') => {
                 in_memfd = f.nth(4).is_some_and(|p| p.starts_with("/memfd:"));
             }
-            Some("Rss:") if in_memfd => {
-                total += f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            Some("Rss:") => {
+                let kib = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if in_memfd {
+                    guest += kib;
+                } else {
+                    own += kib;
+                }
             }
             _ => {}
         }
     }
-    total
+    (guest, own)
 }
 
 /// Runs `cmd` (program and arguments) until it exits or `timeout` passes
@@ -113,11 +120,12 @@ pub fn probe(cmd: &[String], marker: &str, timeout: Duration) -> Result<ProbeRes
     let (mut peak, mut own, mut shmem) = (0u64, 0u64, 0u64);
     let status = loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
-        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"));
-        if let (Some((hwm, rss)), Ok(smaps)) = (status.ok().and_then(|t| parse_status(&t)), smaps) {
-            let guest = memfd_rss_kib(&smaps);
+        if let Some((hwm, _)) = status.ok().and_then(|t| parse_status(&t)) {
             peak = peak.max(hwm);
-            own = own.max(rss.saturating_sub(guest));
+        }
+        if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
+            let (guest, mine) = split_rss_kib(&smaps);
+            own = own.max(mine);
             shmem = shmem.max(guest);
         }
         match child.try_wait() {
@@ -170,8 +178,8 @@ Rss:                  12 kB
 7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
 Rss:                  40 kB
 ";
-        assert_eq!(memfd_rss_kib(smaps), 118_012);
-        assert_eq!(memfd_rss_kib(""), 0);
+        assert_eq!(split_rss_kib(smaps), (118_012, 740));
+        assert_eq!(split_rss_kib(""), (0, 0));
     }
 
     #[test]
