@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod boot;
 pub mod chart;
 pub mod fio;
 pub mod guest;
 pub mod jobs;
 pub mod loadgen;
+pub mod net;
 pub mod procstat;
 pub mod raw;
 pub mod record;

@@ -71,6 +71,12 @@ enum Cmd {
         /// The directory of fio job files (default: perf/jobs of the source tree).
         #[arg(long)]
         jobs: Option<PathBuf>,
+        /// The net-tap binary (default: next to this one).
+        #[arg(long)]
+        net_tap: Option<PathBuf>,
+        /// The kcradle binary (default: next to this one).
+        #[arg(long)]
+        kcradle: Option<PathBuf>,
     },
     /// Re-renders report.md, summary.json and charts from DIR/measurements.json.
     Report {
@@ -101,9 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let path = dir.join("measurements.json");
             let text =
                 std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-            let log: RunLog =
-                serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-            report::write(&dir, &log)?;
+            if !cradle_perf::suite::rerender_other(&dir, &text)? {
+                let log: RunLog =
+                    serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+                report::write(&dir, &log)?;
+            }
             println!("{}", dir.join("report.md").display());
             Ok(())
         }
@@ -118,24 +126,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             virtiofsd_gfs,
             virtiofsd,
             jobs,
+            net_tap,
+            kcradle,
         } => {
-            if matches!(suite, Suite::Net | Suite::Boot) {
-                bail!("the net and boot suites do not exist yet (blk and fs do)");
-            }
             let jobs =
                 jobs.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("jobs"));
             let bin = Binaries {
                 blk_lv: blk_lv.map_or_else(|| sibling("blk-lv"), Ok)?,
                 virtiofsd_gfs: virtiofsd_gfs.map_or_else(|| sibling("virtiofsd-gfs"), Ok)?,
                 virtiofsd: virtiofsd.unwrap_or_else(find_virtiofsd),
+                net_tap: net_tap.map_or_else(|| sibling("net-tap"), Ok)?,
+                kcradle: kcradle.map_or_else(|| sibling("kcradle"), Ok)?,
             };
             let wanted: Vec<(&str, Suite)> = match suite {
-                Suite::All => vec![("blk", Suite::Blk), ("fs", Suite::Fs)],
+                Suite::All => vec![
+                    ("blk", Suite::Blk),
+                    ("fs", Suite::Fs),
+                    ("net", Suite::Net),
+                    ("boot", Suite::Boot),
+                ],
                 s => vec![("", s)],
             };
             for (sub, s) in wanted {
                 let needed = match s {
                     Suite::Blk => vec![&bin.blk_lv],
+                    Suite::Net => vec![&bin.net_tap],
+                    Suite::Boot => vec![&bin.kcradle],
                     _ => vec![&bin.virtiofsd_gfs, &bin.virtiofsd],
                 };
                 for b in needed {
@@ -165,6 +181,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 if let Some(secs) = runtime {
                     cfg.runtime = std::time::Duration::from_secs(secs.max(1));
+                }
+                if matches!(s, Suite::Net | Suite::Boot) {
+                    let name = if s == Suite::Net { "net" } else { "boot" };
+                    cradle_perf::suite::run_other(name, &cfg)?;
+                    println!("{}", dir.join("report.md").display());
+                    continue;
                 }
                 let log = if s == Suite::Blk {
                     run_blk(&cfg)?

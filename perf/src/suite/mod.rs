@@ -3,10 +3,16 @@
 //! noise hits both alike. `blk` and `fs` are defined in their own modules.
 
 mod blk;
+mod boot;
+mod extra;
 mod filesystem;
+mod net;
 
 pub use blk::run_blk;
+pub use boot::run_boot;
+pub use extra::{rerender_other, run_other};
 pub use filesystem::run_fs;
+pub use net::run_net;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,6 +39,10 @@ pub struct Binaries {
     pub virtiofsd_gfs: PathBuf,
     /// The reference virtiofsd.
     pub virtiofsd: PathBuf,
+    /// net-tap (net suite).
+    pub net_tap: PathBuf,
+    /// kcradle (boot suite).
+    pub kcradle: PathBuf,
 }
 
 /// How a suite runs.
