@@ -24,6 +24,7 @@ pub mod payload;
 pub mod pci;
 pub mod probe;
 pub mod seccomp;
+pub mod signals;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;
