@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod boot;
+pub mod boot_cli;
 pub mod config;
 pub mod control;
 pub mod devices;

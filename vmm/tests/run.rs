@@ -88,19 +88,21 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
-/// The pod's VMM (`kcradle boot` with the bundle's pod archive) is jailed:
+/// The pod's VMM (`kcradle-vmm`, built beside kcradle, with the bundle's
+/// pod archive) is jailed:
 /// its root is the empty `run/jail/` (the host's tree is out of sight) and
 /// it has no_new_privs. Waits for the jail, entered once the daemons are
 /// connected.
 fn assert_vmm_jailed(b: &Path) {
     let archive = b.join("run/pod.cpio");
     let archive = archive.to_str().unwrap();
+    let vmm_exe = Path::new(env!("CARGO_BIN_EXE_kcradle-vmm"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let (pid, status) = loop {
         let vmm = fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
             let c = fs::read(e.path().join("cmdline")).ok()?;
             let c = String::from_utf8_lossy(&c).replace('\0', " ");
-            (c.contains(" boot ") && c.contains(archive)).then(|| e.file_name())
+            (c.starts_with(vmm_exe.to_str().unwrap()) && c.contains(archive)).then(|| e.file_name())
         });
         if let Some(pid) = vmm {
             let pid = pid.to_string_lossy().into_owned();

@@ -3,8 +3,8 @@
 //!
 //! Order: boot artifacts (cached) → pod record → tap + nftables → device
 //! daemons (each waited for) → pod config archive → docker.sock proxy →
-//! `kcradle boot` as a child, jailed in the empty `run/jail/` unless
-//! `--no-jail` (its console on our stdout) → wait. SIGINT,
+//! the VMM (`kcradle-vmm`, or `kcradle boot`) as a child, jailed in the
+//! empty `run/jail/` unless `--no-jail` (its console on our stdout) → wait. SIGINT,
 //! SIGTERM and SIGHUP are forwarded to the VMM as SIGTERM (it stops the VM
 //! and exits 128+N); the children run in their own process group so a
 //! terminal's Ctrl-C reaches only us and the teardown order stays ours.
@@ -191,6 +191,20 @@ fn exit_code(status: ExitStatus) -> u8 {
         (None, Some(s)) => u8::try_from(128 + s).unwrap_or(1),
         _ => 1,
     }
+}
+
+/// The VMM: `kcradle-vmm` when it sits next to this `kcradle` (the same
+/// build; the lean binary of the two), else `kcradle boot`.
+fn vmm_command() -> Result<Command, RunError> {
+    let exe = std::env::current_exe().map_err(|e| RunError::Io("kcradle".into(), e))?;
+    let lean = exe.with_file_name("kcradle-vmm");
+    Ok(if lean.is_file() {
+        Command::new(lean)
+    } else {
+        let mut cmd = Command::new(exe);
+        cmd.arg("boot");
+        cmd
+    })
 }
 
 /// Makes the VMM's jail: an empty directory only root can enter. An empty
@@ -384,10 +398,8 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
             .map_err(|e| RunError::Io(sock.display().to_string(), e))?,
     );
 
-    let exe = std::env::current_exe().map_err(|e| RunError::Io("kcradle".into(), e))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("boot")
-        .arg("--kernel")
+    let mut cmd = vmm_command()?;
+    cmd.arg("--kernel")
         .arg(&kernel)
         .arg("--initrd")
         .arg(&base_initrd)
