@@ -91,29 +91,50 @@ impl Drop for Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A read on a socket nobody writes to: only a signal (EINTR) or the
+    /// socket's 10 s receive timeout (EAGAIN) ends it, so a broken watchdog
+    /// fails the test instead of hanging it.
+    fn blocking_read() -> std::io::Error {
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut byte = 0u8;
+        // SAFETY: reading one byte into a valid buffer from our own socket.
+        let n = unsafe { libc::read(a.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+        let err = std::io::Error::last_os_error();
+        assert_eq!(n, -1);
+        err
+    }
 
     #[test]
     fn watchdog_interrupts_a_blocking_syscall() {
-        let dog = Watchdog::arm(Duration::from_millis(50)).unwrap();
+        // Taken before arming: the deadline is computed after it, however
+        // late this thread runs again.
         let start = Instant::now();
-        // A blocking read on a pipe nobody writes to: only the signal ends it.
-        let mut fds = [0; 2];
-        // SAFETY: fds is a valid array of two ints.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let mut byte = 0u8;
-        // SAFETY: reading one byte into a valid buffer from our own pipe.
-        let n = unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
-        let err = std::io::Error::last_os_error();
-        assert_eq!(n, -1);
+        let dog = Watchdog::arm(Duration::from_millis(50)).unwrap();
+        let err = blocking_read();
         assert_eq!(err.raw_os_error(), Some(libc::EINTR));
         assert!(dog.fired());
         assert!(start.elapsed() >= Duration::from_millis(50));
-        drop(dog);
-        // SAFETY: closing the fds we opened.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
+    }
+
+    /// The race of a loaded machine, forced: the first signal lands before
+    /// the blocking call starts (its handler runs and it is gone); a
+    /// repeat still interrupts the call.
+    #[test]
+    fn a_signal_sent_before_the_syscall_is_repeated() {
+        let dog = Watchdog::arm(Duration::ZERO).unwrap();
+        while !dog.fired() {
+            std::thread::yield_now();
         }
+        // Past the first signal, well into the wait for the next.
+        std::thread::sleep(RESEND_INTERVAL / 2);
+        let start = Instant::now();
+        let err = blocking_read();
+        assert_eq!(err.raw_os_error(), Some(libc::EINTR));
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::pci::{
     PciConfigIo, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT, PCI_MMIO_END, PCI_MMIO_START,
 };
 use crate::seccomp::{self, Filters, SeccompError, ThreadFilter};
+use crate::signals;
 use crate::vcpu::Buses;
 use crate::virtio::pci::{TransportError, VirtioPciDevice, BAR0_SIZE};
 use crate::virtio::vhost_user::{DeviceSpec, VhostUserDevice, VhostUserError};
@@ -294,47 +295,6 @@ pub fn forward_stdin<W: Write + Send + 'static>(
     }
 }
 
-/// Signals that stop the VM cleanly instead of killing kcradle.
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-
-/// Blocks the stop signals in this thread (and so in every thread it
-/// starts afterwards, the vCPUs included) and turns them into
-/// [`ExitReason::Signal`] on a dedicated thread, so the VM stops through
-/// the same path as a guest exit: vCPUs kicked and joined, status returned.
-pub fn forward_stop_signals(exit: Arc<ExitSignal>, filter: ThreadFilter) -> io::Result<()> {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t for all three calls.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for sig in STOP_SIGNALS {
-            libc::sigaddset(&mut set, sig);
-        }
-    }
-    // SAFETY: `set` is initialised; the old mask is not needed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Err(e) = seccomp::install(&filter) {
-                exit.raise(ExitReason::VcpuError(format!("signal thread: {e}")));
-                return;
-            }
-            loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: `set` and `sig` are valid for the call.
-                if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                    tracing::info!(signal = sig, "stop signal received");
-                    exit.raise(ExitReason::Signal(sig));
-                }
-            }
-        })?;
-    Ok(())
-}
-
 /// kcradle's resident memory without the guest's: anonymous and file
 /// pages, leaving out the shared memfd pages of guest RAM (`RssShmem`).
 pub fn vmm_rss_kib(status_file: &mut std::fs::File) -> Option<u64> {
@@ -358,6 +318,14 @@ fn connect_backends(
     let connect = |socket: &std::path::Path, spec: DeviceSpec| {
         VhostUserDevice::connect(socket, spec, vm.memory().clone(), BACKEND_CONNECT_TIMEOUT)
             .map(|d| Box::new(d) as Box<dyn VirtioBackend>)
+            .map_err(|err| match signals::stop_requested() {
+                // A stop signal interrupted a blocking handshake call.
+                Some(signal) => VhostUserError::Stopped {
+                    path: socket.to_path_buf(),
+                    signal,
+                },
+                None => err,
+            })
     };
     let mut backends = Vec::new();
     for disk in &config.disks {
@@ -378,6 +346,9 @@ fn connect_backends(
 /// Checks `config`, builds the VM, runs it to its end and says why it
 /// ended. `started` is when kcradle started: milestones are timed from it.
 pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchError> {
+    // Before anything that can take long: from here on a stop signal ends
+    // kcradle through its own exit path, not by the default action.
+    signals::catch_stop_signals().map_err(LaunchError::Signals)?;
     let (host_cpus, host_memory) = host_resources();
     config.validate(host_cpus, host_memory)?;
     let out = serial_output(&config.serial)?;
@@ -395,7 +366,17 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     // Every daemon is connected before anything else starts: with --jail
     // their sockets are out of reach afterwards, and the jail is entered
     // while kcradle is still single-threaded.
-    let backends = connect_backends(config, &vm)?;
+    let backends = match connect_backends(config, &vm) {
+        Err(LaunchError::VhostUser(VhostUserError::Stopped { path, signal })) => {
+            tracing::info!(
+                signal,
+                socket = %path.display(),
+                "stop signal while connecting to the daemons; the guest never started"
+            );
+            return Ok(ExitReason::Signal(signal));
+        }
+        other => other?,
+    };
 
     let exit = Arc::new(ExitSignal::new());
     let filters = Filters::new(config.seccomp)?;
@@ -405,7 +386,8 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
     if let Some(dir) = &config.jail {
         jail::enter(dir)?;
     }
-    forward_stop_signals(exit.clone(), filters.vmm.clone()).map_err(LaunchError::Signals)?;
+    signals::forward_stop_signals(exit.clone(), filters.vmm.clone())
+        .map_err(LaunchError::Signals)?;
     let console = SerialConsole::new(out)?;
     console.attach_irqfd(vm.fd())?;
     let console = Arc::new(Mutex::new(console));
@@ -426,6 +408,11 @@ pub fn boot(config: &VmConfig, started: Instant) -> Result<ExitReason, LaunchErr
         memory_mib = config.memory.0 >> 20,
         "kernel loaded"
     );
+    // The setup's buffers (kernel file reads, config, handshakes) are
+    // free by now: hand their pages back before the VM runs for hours
+    // (glibc keeps up to 128 KiB of free heap otherwise).
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe { libc::malloc_trim(0) };
     let reason = vm.run(buses, exit, &filters)?;
     tracing::info!(
         ?reason,

@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod boot;
+pub mod boot_cli;
 pub mod config;
 pub mod control;
 pub mod devices;
@@ -24,6 +25,7 @@ pub mod payload;
 pub mod pci;
 pub mod probe;
 pub mod seccomp;
+pub mod signals;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

@@ -450,6 +450,88 @@ fn a_disk_socket_that_never_answers_exits_2_after_the_bounded_retry() {
     assert!(out.stdout.is_empty(), "the guest never ran");
 }
 
+/// Waits until kcradle `pid` has its own handler for signal `sig` (it is
+/// past flag parsing and in its setup), then checks it is still
+/// single-threaded: the jail, entered after the daemons are connected,
+/// needs that.
+fn wait_for_stop_handler(pid: u32, sig: libc::c_int) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap();
+        if caught & (1 << (sig - 1)) != 0 {
+            assert!(status.contains("Threads:\t1\n"), "{status}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no handler: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A stop signal while kcradle waits for its daemons ends it at once and
+/// cleanly: 128 + N, one log line, no guest, no connection left open.
+/// Two waits: a socket that never appears (the bounded retry), and a
+/// daemon that accepted and never answers the handshake (a blocked read).
+#[test]
+fn a_stop_signal_during_the_daemon_connect_ends_kcradle_cleanly() {
+    if !have_kvm() {
+        return;
+    }
+    let kernel = fake_bzimage(0);
+    let dir = tempfile::tempdir().unwrap();
+    let boot = |sock: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kcradle"))
+            .args(["boot", "--kernel", kernel.path().to_str().unwrap()])
+            .args(["--memory", "64M", "--disk"])
+            .arg(format!("socket={}", sock.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let ended = |child: std::process::Child, sig: libc::c_int| {
+        let started = std::time::Instant::now();
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + sig), "{stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("stop signal while connecting to the daemons"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "the guest never ran");
+    };
+
+    // The socket never appears: SIGTERM within the 10 s retry.
+    let missing = dir.path().join("missing.sock");
+    let child = boot(&missing);
+    wait_for_stop_handler(child.id(), libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    ended(child, libc::SIGTERM);
+    assert!(!missing.exists());
+
+    // A daemon that reads the first two requests (SET_OWNER, GET_FEATURES:
+    // a 12-byte header each) and never replies: SIGINT while kcradle
+    // blocks reading the reply.
+    let sock = dir.path().join("mute.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let child = boot(&sock);
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut headers = [0u8; 24];
+    std::io::Read::read_exact(&mut conn, &mut headers).unwrap();
+    ended(child, libc::SIGINT);
+    // kcradle's end of the connection is closed.
+    let mut rest = Vec::new();
+    assert_eq!(std::io::Read::read_to_end(&mut conn, &mut rest).unwrap(), 0);
+}
+
 #[test]
 fn stdin_reaches_the_guest_console() {
     if !have_kvm() {

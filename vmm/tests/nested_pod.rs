@@ -10,8 +10,9 @@
 //! `docker-registry` (image pushed by skopeo) and from an OCI layout made
 //! by umoci, run in the same L1 one after the other and answer HTTP;
 //! `docker logs` and `docker attach` through the second one's docker.sock
-//! see its output (and attach leaves it running). Nothing (tap, nftables
-//! table, daemon) is left.
+//! see its output (and attach leaves it running). The pod's VMM
+//! (`kcradle-vmm`) runs jailed (empty root, no_new_privs). Nothing (tap, nftables table,
+//! daemon) is left.
 
 use std::fs;
 use std::path::Path;
@@ -123,6 +124,8 @@ kcradle summon /pod docker-archive:/img.tar -q -p 18080:80 -v gfs:shared:/shared
 t run1
 kcradle run /pod --sandbox chroot --state-dir /st > /tmp/run1.log 2>&1 &
 echo "http=$(waithttp)"
+vmm=$(for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^/usr/bin/kcradle-vmm .*/pod/run/pod.cpio' && echo ${p#/proc/}; done | head -1)
+echo "vmm-jail=$(ls -A /proc/$vmm/root | wc -l) $(grep NoNewPrivs /proc/$vmm/status | tr -d ' \t')"
 $D exec main /bin/busybox sh -c 'echo from-pod > /shared/f; echo lv-kept > /data/x; sync'; echo "exec=$?"
 echo "gfs=$(cat /st/gfs/shared/f)"
 echo cp-in > /tmp/cpin; $D cp /tmp/cpin main:/www/cp.txt; echo "cp=$?"
@@ -162,7 +165,8 @@ wait
 t end
 echo "left-taps=$(ls /sys/class/net | grep -c kc)"
 echo "left-tables=$(nft list tables | grep -c kcradle)"
-echo "left-daemons=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cE '^(virtiofsd-gfs|blk-lv|net-tap|kcradle)$')"
+echo "left-daemons=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cE '^(virtiofsd-gfs|blk-lv|net-tap|kcradle|kcradle-vmm)$')"
+echo "vmm-rss: $(grep -ho 'vmm_rss_kib=[0-9]*' /tmp/run*.log | tr '\n' ' ')"
 echo --- run1; tail -c 2500 /tmp/run1.log
 for f in /pod/logs/*.log; do echo "--- $f"; tail -3 $f; done
 echo --- run-oci; tail -c 1500 /tmp/run-oci.log; echo --- attach; head -c 500 /tmp/attach.out
@@ -193,6 +197,7 @@ fn nested_pod_serves_http_docker_volumes_and_exit_status() {
                 .timeout(Duration::from_secs(570))
         })
         .binary_at(KCRADLE, "/usr/bin/kcradle")
+        .binary_at(env!("CARGO_BIN_EXE_kcradle-vmm"), "/usr/bin/kcradle-vmm")
         .binary_at(sibling("cradle-init"), "/usr/bin/cradle-init")
         .binary_at(sibling("virtiofsd-gfs"), "/usr/bin/virtiofsd-gfs")
         .binary_at(sibling("blk-lv"), "/usr/bin/blk-lv")
@@ -225,6 +230,8 @@ fn nested_pod_serves_http_docker_volumes_and_exit_status() {
     eprintln!("{out}\nwall {:?}", run.wall);
     for want in [
         "http=hello from the pod\n",
+        // The VMM runs jailed: an empty root, no_new_privs.
+        "vmm-jail=0 NoNewPrivs:1\n",
         "exec=0\n",
         "gfs=from-pod\n",
         "cp=0\n",

@@ -88,6 +88,50 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
+/// The pod's VMM (`kcradle-vmm`, built beside kcradle, with the bundle's
+/// pod archive) is jailed:
+/// its root is the empty `run/jail/` (the host's tree is out of sight) and
+/// it has no_new_privs. Waits for the jail, entered once the daemons are
+/// connected.
+fn assert_vmm_jailed(b: &Path) {
+    let archive = b.join("run/pod.cpio");
+    let archive = archive.to_str().unwrap();
+    let vmm_exe = Path::new(env!("CARGO_BIN_EXE_kcradle-vmm"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (pid, status) = loop {
+        let vmm = fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let c = fs::read(e.path().join("cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            (c.starts_with(vmm_exe.to_str().unwrap()) && c.contains(archive)).then(|| e.file_name())
+        });
+        if let Some(pid) = vmm {
+            let pid = pid.to_string_lossy().into_owned();
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if status.contains("NoNewPrivs:\t1") {
+                break (pid, status);
+            }
+        }
+        assert!(Instant::now() < deadline, "the VMM never entered its jail");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let cmdline = String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    let jail = b.join("run/jail");
+    assert!(
+        cmdline.contains(&format!("--jail {}", jail.display())),
+        "{cmdline}"
+    );
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "the jail is empty");
+    assert!(!root.join("etc").exists());
+    let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mounts: Vec<Vec<&str>> = mountinfo.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(mounts.len(), 1, "one mount, the jail at /: {mountinfo}");
+    assert!(mounts[0][3].ends_with("/run/jail"), "{mountinfo}");
+    assert_eq!(mounts[0][4], "/", "{mountinfo}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+}
+
 fn wait_output(mut child: std::process::Child, limit: Duration) -> Output {
     let deadline = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
@@ -191,8 +235,8 @@ fn run_in_a_netns_leaves_nothing_behind_when_the_vm_fails() {
 
 /// A pod whose VM is running (the Debian kernel on this host's slow KVM,
 /// or failing early where there is none): while it runs, `ps` lists it and
-/// its tap, rules and daemons exist; `kcradle stop` ends it and nothing is
-/// left.
+/// its tap, rules and daemons exist, and its VMM is jailed; `kcradle stop`
+/// ends it and nothing is left (the jail directory included).
 #[test]
 fn stop_tears_down_a_running_pod() {
     build_binaries();
@@ -224,6 +268,9 @@ fn stop_tears_down_a_running_pod() {
         assert!(ns.sh(&["ip", "-o", "link"]).contains("kc0"));
         assert!(ns.sh(&["nft", "list", "tables"]).contains("kcradle-0"));
         assert!(processes_mentioning(b.to_str().unwrap()).len() >= 5);
+        if Path::new("/dev/kvm").exists() {
+            assert_vmm_jailed(&b);
+        }
         let st = kcradle()
             .arg("stop")
             .arg(&b)

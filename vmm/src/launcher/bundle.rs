@@ -159,6 +159,10 @@ impl Layout {
     pub fn run(&self) -> PathBuf {
         self.dir.join("run")
     }
+    /// `run/jail/`: the VMM's empty root while the pod runs.
+    pub fn vmm_jail(&self) -> PathBuf {
+        self.run().join("jail")
+    }
     /// `logs/`.
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")

@@ -140,6 +140,10 @@ pub struct RunArgs {
     /// environment files and systemctl commands) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the VMM unjailed (by default it runs pivoted into an empty
+    /// DIR/run/jail, in its own mount namespace, with no capabilities).
+    #[arg(long)]
+    pub no_jail: bool,
     /// The state directory.
     #[command(flatten)]
     pub state: StateArgs,
@@ -154,6 +158,7 @@ pub fn run_run(a: RunArgs) -> ExitCode {
         sandbox: a.sandbox,
         devices: a.devices,
         dry_run: a.dry_run,
+        jail: !a.no_jail,
     };
     match run(&opts) {
         Ok(status) => ExitCode::from(status),

@@ -3,13 +3,15 @@
 //!
 //! Order: boot artifacts (cached) → pod record → tap + nftables → device
 //! daemons (each waited for) → pod config archive → docker.sock proxy →
-//! `kcradle boot` as a child (its console on our stdout) → wait. SIGINT,
+//! the VMM (`kcradle-vmm`, or `kcradle boot`) as a child, jailed in the
+//! empty `run/jail/` unless `--no-jail` (its console on our stdout) → wait. SIGINT,
 //! SIGTERM and SIGHUP are forwarded to the VMM as SIGTERM (it stops the VM
 //! and exits 128+N); the children run in their own process group so a
 //! terminal's Ctrl-C reaches only us and the teardown order stays ours.
 //! [`Pod`]'s `Drop` is the one teardown path: proxy, VMM, daemons
 //! (SIGTERM, then SIGKILL after 5 s), network, sockets, record.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -52,6 +54,8 @@ pub struct RunOptions {
     pub devices: Devices,
     /// Print the daemons' plan and change nothing.
     pub dry_run: bool,
+    /// Jail the VMM (`kcradle boot --jail`) in an empty directory.
+    pub jail: bool,
 }
 
 /// Why the pod could not run.
@@ -147,6 +151,8 @@ struct Pod {
     units: Vec<UnitPlan>,
     proxy: Option<DockerProxy>,
     vmm: Option<Child>,
+    /// The VMM's jail directory, once made.
+    jail: Option<PathBuf>,
 }
 
 impl Drop for Pod {
@@ -154,6 +160,10 @@ impl Drop for Pod {
         self.proxy.take();
         if let Some(vmm) = self.vmm.take() {
             stop_child(vmm, Duration::from_secs(15));
+        }
+        // Its mounts lived in the VMM's own namespace, gone with it.
+        if let Some(jail) = self.jail.take() {
+            let _ = std::fs::remove_dir(jail);
         }
         for d in self.daemons.drain(..).rev() {
             stop_child(d, Duration::from_secs(5));
@@ -181,6 +191,35 @@ fn exit_code(status: ExitStatus) -> u8 {
         (None, Some(s)) => u8::try_from(128 + s).unwrap_or(1),
         _ => 1,
     }
+}
+
+/// The VMM: `kcradle-vmm` when it sits next to this `kcradle` (the same
+/// build; the lean binary of the two), else `kcradle boot`.
+fn vmm_command() -> Result<Command, RunError> {
+    let exe = std::env::current_exe().map_err(|e| RunError::Io("kcradle".into(), e))?;
+    let lean = exe.with_file_name("kcradle-vmm");
+    Ok(if lean.is_file() {
+        Command::new(lean)
+    } else {
+        let mut cmd = Command::new(exe);
+        cmd.arg("boot");
+        cmd
+    })
+}
+
+/// Makes the VMM's jail: an empty directory only root can enter. An empty
+/// one left by a killed run is reused; one holding anything is refused
+/// (the VMM's root must be empty).
+fn make_jail(jail: &Path) -> Result<(), RunError> {
+    let fail = |e| RunError::Io(format!("VMM jail {}", jail.display()), e);
+    match std::fs::remove_dir(jail) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        _ => {}
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(jail)
+        .map_err(fail)
 }
 
 /// The pod config with the network and modules `run` decided.
@@ -315,6 +354,7 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
         units: Vec::new(),
         proxy: None,
         vmm: None,
+        jail: None,
     };
     let record = PodRecord {
         id: bundle.id.clone(),
@@ -358,10 +398,8 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
             .map_err(|e| RunError::Io(sock.display().to_string(), e))?,
     );
 
-    let exe = std::env::current_exe().map_err(|e| RunError::Io("kcradle".into(), e))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("boot")
-        .arg("--kernel")
+    let mut cmd = vmm_command()?;
+    cmd.arg("--kernel")
         .arg(&kernel)
         .arg("--initrd")
         .arg(&base_initrd)
@@ -374,6 +412,12 @@ pub fn run(o: &RunOptions) -> Result<u8, RunError> {
         .process_group(0);
     for spec in &plan {
         cmd.args(spec.device.boot_args());
+    }
+    if o.jail {
+        let jail = layout.vmm_jail();
+        make_jail(&jail)?;
+        pod.jail = Some(jail.clone());
+        cmd.arg("--jail").arg(jail);
     }
     let vmm = cmd
         .spawn()

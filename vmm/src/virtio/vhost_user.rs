@@ -3,6 +3,8 @@
 //! memory table and each queue's rings, kick (ioeventfd) and call (irqfd).
 //! After that the VMM is out of the data path.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::{ActiveQueue, VirtioBackend, VIRTIO_F_VERSION_1};
+use crate::signals;
 
 /// Virtio block device type.
 pub const VIRTIO_ID_BLOCK: u16 = 2;
@@ -37,7 +40,15 @@ pub enum VhostUserError {
         /// How long we tried.
         timeout: Duration,
         /// The last error.
-        err: vhost::Error,
+        err: std::io::Error,
+    },
+    /// A stop signal came while kcradle waited for the daemon.
+    #[error("stopped by signal {signal} while connecting to {path}")]
+    Stopped {
+        /// The socket.
+        path: PathBuf,
+        /// The signal.
+        signal: i32,
     },
     /// The handshake failed.
     #[error("vhost-user handshake with {path}: {err}")]
@@ -239,11 +250,20 @@ impl std::fmt::Debug for VhostUserDevice {
     }
 }
 
+/// Connects to the socket at `path`, retrying while it is missing or not
+/// listening yet, for up to `timeout` or until a stop signal is caught.
 fn connect(path: &Path, queues: u64, timeout: Duration) -> Result<Frontend, VhostUserError> {
     let deadline = Instant::now() + timeout;
     loop {
-        match Frontend::connect(path, queues) {
-            Ok(f) => return Ok(f),
+        // Polled between attempts: the retry may last the whole timeout.
+        if let Some(signal) = signals::stop_requested() {
+            return Err(VhostUserError::Stopped {
+                path: path.to_path_buf(),
+                signal,
+            });
+        }
+        match UnixStream::connect(path) {
+            Ok(sock) => return Ok(Frontend::from_stream(sock, queues)),
             Err(err) if Instant::now() >= deadline => {
                 return Err(VhostUserError::Connect {
                     path: path.to_path_buf(),
@@ -257,8 +277,9 @@ fn connect(path: &Path, queues: u64, timeout: Duration) -> Result<Frontend, Vhos
 }
 
 impl VhostUserDevice {
-    /// Connects to the daemon at `path` (retrying for up to `timeout`),
-    /// reads its features and sets up the device config.
+    /// Connects to the daemon at `path` (retrying for up to `timeout`, or
+    /// until kcradle catches a stop signal: [`crate::signals`]), reads its
+    /// features and sets up the device config.
     pub fn connect(
         path: &Path,
         spec: DeviceSpec,
@@ -276,6 +297,11 @@ impl VhostUserDevice {
             exact_queue_count,
         } = spec;
         let mut frontend = connect(path, u64::from(num_queues), timeout)?;
+        // A daemon that accepted but never answers would block a handshake
+        // read for good: a stop signal shuts the socket down instead. The
+        // guard is declared after `frontend`, so it is dropped (and the
+        // descriptor forgotten) before the socket can be closed.
+        let _shut_on_stop = signals::ShutOnStop::new(frontend.as_raw_fd());
         let hs = |err| VhostUserError::Handshake {
             path: path.to_path_buf(),
             err,
