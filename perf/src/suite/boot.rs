@@ -24,12 +24,13 @@ const BOOT_TIMEOUT_SECS: u64 = 150;
 /// Where the probe lives in L1.
 const L1_PROBE: &str = "/usr/bin/cradle-boot-probe";
 
-/// The two VMM command lines for `kernel` and `initrd`.
-fn commands(kcradle: &str, kernel: &str, initrd: &str) -> [(BootVmm, Vec<String>); 2] {
+/// The two VMM command lines for `kernel` and `initrd`. Ours is
+/// `kcradle-vmm`, the VMM-only binary `kcradle run` starts (same flags as
+/// `kcradle boot`, a smaller private footprint per VM).
+fn commands(vmm: &str, kernel: &str, initrd: &str) -> [(BootVmm, Vec<String>); 2] {
     let mem = format!("{GUEST_MIB}M");
     let kc = vec![
-        kcradle.into(),
-        "boot".into(),
+        vmm.into(),
         "--kernel".into(),
         kernel.into(),
         "--initrd".into(),
@@ -129,6 +130,19 @@ pub fn run_boot(cfg: &SuiteConfig) -> Result<BootLog, PerfError> {
     })
 }
 
+/// `kcradle-vmm`, next to the given `kcradle` (both are built together).
+fn vmm_binary(cfg: &SuiteConfig) -> Result<PathBuf, PerfError> {
+    let vmm = cfg.bin.kcradle.with_file_name("kcradle-vmm");
+    if vmm.exists() {
+        Ok(vmm)
+    } else {
+        Err(PerfError::Setup(format!(
+            "{} not found: build it (cargo build -p cradle-vmm)",
+            vmm.display()
+        )))
+    }
+}
+
 fn on_host(
     cfg: &SuiteConfig,
     reps: u32,
@@ -136,7 +150,7 @@ fn on_host(
     initrd: &Path,
 ) -> Result<Vec<BootMeasurement>, PerfError> {
     let cmds = commands(
-        &cfg.bin.kcradle.to_string_lossy(),
+        &vmm_binary(cfg)?.to_string_lossy(),
         &kernel.to_string_lossy(),
         &initrd.to_string_lossy(),
     );
@@ -176,7 +190,8 @@ fn nested(
             probe_bin.display()
         )));
     }
-    let cmds = commands("kcradle", L2_KERNEL, L2_INITRAMFS);
+    let vmm = vmm_binary(cfg)?;
+    let cmds = commands("kcradle-vmm", L2_KERNEL, L2_INITRAMFS);
     let script = l1_script(reps, &cmds);
     let timeout = Duration::from_secs(240 + u64::from(reps) * 2 * 90);
     let run = NestedHost::new()
@@ -184,7 +199,7 @@ fn nested(
         // not share one.
         .configure(|l1| l1.cpus(2).timeout(timeout))
         .with_qemu()
-        .binary_at(&cfg.bin.kcradle, "/usr/bin/kcradle")
+        .binary_at(&vmm, "/usr/bin/kcradle-vmm")
         .binary_at(&probe_bin, L1_PROBE)
         .l2_kernel(kernel)
         .l2_initramfs(initrd)
@@ -208,7 +223,7 @@ mod tests {
 
     #[test]
     fn l1_script_alternates_and_quotes() {
-        let cmds = commands("kcradle", "/l2/vmlinuz", "/l2/initrd");
+        let cmds = commands("kcradle-vmm", "/l2/vmlinuz", "/l2/initrd");
         let s = l1_script(2, &cmds);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 4);
