@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod chart;
 pub mod fio;
+pub mod fsload;
 pub mod guest;
 pub mod jobs;
 pub mod loadgen;
