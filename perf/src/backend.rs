@@ -127,15 +127,17 @@ impl Daemon {
     }
 
     /// Starts a vhost-user-fs `backend` (`binary`) sharing `dir` on
-    /// `socket` with `--cache never`, pinned to `cpus`. Both daemons run
-    /// with the same flags: no sandbox, no seccomp filter, so the figures
-    /// compare request handling alone.
+    /// `socket` with `--cache never`, pinned to `cpus`, with `extra` flags
+    /// (queue count, thread pool). Both daemons run with the same flags
+    /// otherwise: no sandbox, no seccomp filter, so the figures compare
+    /// request handling alone.
     pub fn start_fs(
         backend: Backend,
         binary: &Path,
         dir: &Path,
         socket: &Path,
         cpus: &str,
+        extra: &[String],
     ) -> Result<Daemon, PerfError> {
         let socket_flag = match backend {
             Backend::VirtiofsdGfs => "--socket",
@@ -155,6 +157,7 @@ impl Daemon {
             .arg("--shared-dir")
             .arg(dir)
             .args(["--cache", "never", "--sandbox", "none", "--seccomp", "none"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod boot;
 pub mod chart;
 pub mod fio;
+pub mod fsload;
 pub mod guest;
 pub mod jobs;
 pub mod loadgen;

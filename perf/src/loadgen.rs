@@ -13,16 +13,16 @@ use cradle_devices::driver::{Driver, DriverConfig};
 use serde_json::{json, Map, Value};
 
 use crate::fio::FioReport;
-use crate::jobs::{JobSpec, Pattern};
+use crate::jobs::JobSpec;
 use crate::procstat::ProcStat;
 use crate::PerfError;
 
 /// Virtqueue entries per queue: room for depth 64 with 3-descriptor chains.
 const QUEUE_SIZE: u16 = 256;
 /// Longest a daemon may leave a request unanswered before the run fails.
-const STALL: Duration = Duration::from_secs(10);
+pub(crate) const STALL: Duration = Duration::from_secs(10);
 /// Latency samples kept per queue (enough for percentiles, bounded memory).
-const MAX_SAMPLES: usize = 4_000_000;
+pub(crate) const MAX_SAMPLES: usize = 4_000_000;
 /// Percentiles reported, as fio does.
 const PERCENTILES: [f64; 9] = [1.0, 5.0, 10.0, 50.0, 90.0, 95.0, 99.0, 99.9, 99.99];
 
@@ -47,17 +47,38 @@ pub struct Load {
 
 /// What one queue thread measured.
 #[derive(Debug, Default)]
-struct QueueResult {
-    ios: u64,
-    errors: u64,
-    latencies_ns: Vec<u64>,
+pub(crate) struct QueueResult {
+    /// Requests (or file operations) completed while measuring.
+    pub(crate) ios: u64,
+    /// Of those, how many failed.
+    pub(crate) errors: u64,
+    /// Completion latencies, ns (at most [`MAX_SAMPLES`]).
+    pub(crate) latencies_ns: Vec<u64>,
+}
+
+impl QueueResult {
+    /// Counts one completed operation that took `lat`.
+    pub(crate) fn record(&mut self, lat: Duration, failed: bool) {
+        self.ios += 1;
+        self.errors += u64::from(failed);
+        if self.latencies_ns.len() < MAX_SAMPLES {
+            self.latencies_ns.push(lat.as_nanos() as u64);
+        }
+    }
+
+    /// Adds another thread's figures.
+    pub(crate) fn merge(&mut self, other: QueueResult) {
+        self.ios += other.ios;
+        self.errors += other.errors;
+        self.latencies_ns.extend(other.latencies_ns);
+    }
 }
 
 /// A tiny xorshift generator: offsets need speed, not quality.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -67,7 +88,7 @@ impl Rng {
     }
 }
 
-fn pin(cpu: Option<usize>) {
+pub(crate) fn pin(cpu: Option<usize>) {
     let Some(cpu) = cpu else { return };
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write only into it,
     // and sched_setaffinity(0) reads it for the calling thread.
@@ -160,14 +181,7 @@ pub fn run(socket: &std::path::Path, load: &Load) -> Result<(String, FioReport),
                 for c in &done {
                     let slot = c.tag as usize;
                     if measuring {
-                        res.ios += 1;
-                        if c.status != S_OK {
-                            res.errors += 1;
-                        }
-                        if res.latencies_ns.len() < MAX_SAMPLES {
-                            let lat = now.duration_since(submitted[slot]);
-                            res.latencies_ns.push(lat.as_nanos() as u64);
-                        }
+                        res.record(now.duration_since(submitted[slot]), c.status != S_OK);
                     }
                     if !stop {
                         submitted[slot] = Instant::now();
@@ -185,18 +199,46 @@ pub fn run(socket: &std::path::Path, load: &Load) -> Result<(String, FioReport),
             }
         }));
     }
+    let total = join_all(handles)?;
+    let cpu_after = ProcStat::read(std::process::id());
+    drop(driver);
+    let job = &load.job;
+    let shape = (job.name.as_str(), job.pattern.writes(), u64::from(bs));
+    finish(
+        shape,
+        total,
+        load.runtime,
+        load.ramp + load.runtime,
+        cpu_before,
+        cpu_after,
+    )
+}
+
+/// Waits for every load thread and adds up what they measured.
+pub(crate) fn join_all(
+    handles: Vec<thread::JoinHandle<Result<QueueResult, PerfError>>>,
+) -> Result<QueueResult, PerfError> {
     let mut total = QueueResult::default();
     for h in handles {
         let r = h
             .join()
             .map_err(|_| PerfError::Setup("load generator thread panicked".into()))??;
-        total.ios += r.ios;
-        total.errors += r.errors;
-        total.latencies_ns.extend(r.latencies_ns);
+        total.merge(r);
     }
-    let wall = load.runtime;
-    let cpu_after = ProcStat::read(std::process::id());
-    drop(driver);
+    Ok(total)
+}
+
+/// Turns what the threads measured into fio's JSON shape (text and parsed)
+/// for job `(name, writes, block size)`: rates over `wall`, the generator's
+/// CPU over `busy`. Any failed request fails the run.
+pub(crate) fn finish(
+    (name, writes, bs): (&str, bool, u64),
+    mut total: QueueResult,
+    wall: Duration,
+    busy: Duration,
+    cpu_before: Option<ProcStat>,
+    cpu_after: Option<ProcStat>,
+) -> Result<(String, FioReport), PerfError> {
     if total.errors > 0 {
         return Err(PerfError::Fio(format!(
             "{} of {} requests failed",
@@ -204,14 +246,13 @@ pub fn run(socket: &std::path::Path, load: &Load) -> Result<(String, FioReport),
         )));
     }
     let cpu_pct = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) => {
-            (a.cpu_ns - b.cpu_ns) as f64 / (load.ramp + wall).as_nanos() as f64 * 100.0
-        }
+        (Some(b), Some(a)) => (a.cpu_ns - b.cpu_ns) as f64 / busy.as_nanos().max(1) as f64 * 100.0,
         _ => 0.0,
     };
     let value = to_fio_json(
-        &load.job,
-        u64::from(bs),
+        name,
+        writes,
+        bs,
         total.ios,
         wall,
         &mut total.latencies_ns,
@@ -223,9 +264,11 @@ pub fn run(socket: &std::path::Path, load: &Load) -> Result<(String, FioReport),
     Ok((text, report))
 }
 
-/// Builds fio's JSON shape for one job.
-fn to_fio_json(
-    job: &JobSpec,
+/// Builds fio's JSON shape for one job; `writes` puts the figures on the
+/// write side (file operations count as reads, as fio's engines do).
+pub(crate) fn to_fio_json(
+    name: &str,
+    writes: bool,
     bs: u64,
     ios: u64,
     wall: Duration,
@@ -262,15 +305,11 @@ fn to_fio_json(
         },
     });
     let idle = json!({ "io_bytes": 0, "bw_bytes": 0, "iops": 0.0, "runtime": 0, "total_ios": 0 });
-    let (read, write) = if matches!(job.pattern, Pattern::Write | Pattern::RandWrite) {
-        (idle, busy)
-    } else {
-        (busy, idle)
-    };
+    let (read, write) = if writes { (idle, busy) } else { (busy, idle) };
     json!({
         "fio version": concat!("cradle-loadgen-", env!("CARGO_PKG_VERSION")),
         "jobs": [{
-            "jobname": job.name,
+            "jobname": name,
             "error": 0,
             "read": read,
             "write": write,
@@ -286,13 +325,16 @@ mod tests {
 
     #[test]
     fn fio_shape_round_trips() {
-        let job = JobSpec {
-            name: "blk-randwrite-4k".into(),
-            pattern: Pattern::RandWrite,
-            block_size: 4096,
-        };
         let mut lat: Vec<u64> = (1..=1000).rev().collect();
-        let v = to_fio_json(&job, 4096, 2000, Duration::from_secs(2), &mut lat, 12.5);
+        let v = to_fio_json(
+            "blk-randwrite-4k",
+            true,
+            4096,
+            2000,
+            Duration::from_secs(2),
+            &mut lat,
+            12.5,
+        );
         let r = FioReport::parse(&v.to_string()).unwrap();
         let w = &r.jobs[0].write;
         assert_eq!(r.jobs[0].read.total_ios, 0);

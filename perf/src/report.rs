@@ -200,6 +200,7 @@ fn targets(rows: &[Row], raw_p50: &BTreeMap<(String, u32, u32), f64>) -> Vec<Tar
     for row in rows
         .iter()
         .filter(|r| r.point.mode == Mode::Device && r.point.iodepth == 1)
+        .filter(|r| r.point.job.starts_with("blk-"))
     {
         let p = &row.point;
         let key = (p.job.clone(), p.iodepth, p.queues);
@@ -218,10 +219,11 @@ fn targets(rows: &[Row], raw_p50: &BTreeMap<(String, u32, u32), f64>) -> Vec<Tar
             met: added.map(|a| a <= 10.0),
         });
     }
-    // fs: ratios against virtiofsd in the guest (no device mode for fs).
+    // fs: ratios against virtiofsd, in device mode (the daemon's own cost)
+    // and in the guest.
     for row in rows
         .iter()
-        .filter(|r| r.point.mode == Mode::Guest && r.point.job.starts_with("fs-"))
+        .filter(|r| r.point.mode != Mode::Raw && r.point.job.starts_with("fs-"))
     {
         let p = &row.point;
         let (goal, min) = if p.job.contains("-file") {
@@ -231,8 +233,11 @@ fn targets(rows: &[Row], raw_p50: &BTreeMap<(String, u32, u32), f64>) -> Vec<Tar
         };
         out.push(check(
             format!(
-                "{} x{} jobs (guest): virtiofsd-gfs / virtiofsd",
-                p.job, p.queues
+                "{} QD{}x{} ({}): virtiofsd-gfs / virtiofsd",
+                p.job,
+                p.iodepth,
+                p.queues,
+                p.mode.name()
             ),
             goal,
             row.ours_over_peer,

@@ -1,5 +1,5 @@
-//! `cradle-perf run blk --quick`, as CI runs it: every drive mode for ours
-//! and the qemu-storage-daemon peer, a parseable report. Figures are not
+//! `cradle-perf run blk|fs --quick`, as CI runs them: every drive mode for
+//! ours and the peer (qemu-storage-daemon, virtiofsd), a parseable report. Figures are not
 //! checked here (these machines are noisy); the harness is.
 
 use std::path::{Path, PathBuf};
@@ -75,7 +75,7 @@ fn reference_virtiofsd() -> PathBuf {
 }
 
 #[test]
-fn qemu_perf_fs_quick_reports_raw_and_guest_for_ours_and_virtiofsd() {
+fn qemu_perf_fs_quick_reports_every_mode_for_ours_and_virtiofsd() {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_cradle-perf"));
     let ours = exe.with_file_name("virtiofsd-gfs");
     assert!(
@@ -106,6 +106,8 @@ fn qemu_perf_fs_quick_reports_raw_and_guest_for_ours_and_virtiofsd() {
     ] {
         for (mode, backend) in [
             (Mode::Raw, Backend::Raw),
+            (Mode::Device, Backend::VirtiofsdGfs),
+            (Mode::Device, Backend::Virtiofsd),
             (Mode::Guest, Backend::VirtiofsdGfs),
             (Mode::Guest, Backend::Virtiofsd),
         ] {
@@ -120,5 +122,11 @@ fn qemu_perf_fs_quick_reports_raw_and_guest_for_ours_and_virtiofsd() {
     }
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains("virtiofsd-gfs / virtiofsd"), "{md}");
-    assert!(md.contains("fs-filecreate x1 jobs (guest)"), "{md}");
+    assert!(md.contains("fs-filecreate QD1x1 (guest)"), "{md}");
+    assert!(md.contains("fs-filestat QD1x1 (device)"), "{md}");
+    // Several requests in flight: over four queues for ours.
+    assert!(log.measurements.iter().any(|m| m.point.mode == Mode::Device
+        && m.point.queues == 4
+        && m.backend == Backend::VirtiofsdGfs
+        && m.total_ios > 0));
 }

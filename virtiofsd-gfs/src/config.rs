@@ -84,6 +84,12 @@ pub struct Cli {
     /// thread serves them inline).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub thread_pool_size: u16,
+    /// Microseconds a request queue's thread keeps watching its queue
+    /// after serving requests before it sleeps (0: sleep at once). The
+    /// next request of a guest waiting on the last reply then needs no
+    /// kick and no wake-up; the cost is CPU time spent spinning.
+    #[arg(long, value_name = "US", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub poll_us: u32,
     /// Keep inodes as file handles instead of open fds.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = HandlesArg::Never)]
     pub inode_file_handles: HandlesArg,
@@ -219,6 +225,7 @@ impl DaemonCli for Cli {
             queue_size: self.common.queue_size,
             tag: self.tag,
             thread_pool_size: usize::from(self.thread_pool_size),
+            poll: Duration::from_micros(u64::from(self.poll_us)),
         };
         Ok(Config {
             server: ServerConfig {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::{client, connect, Chan, TIMEOUT};
 use cradle_devices::daemon::{self, DaemonCli};
-use cradle_devices::driver::Buffer;
+use cradle_devices::driver::fs::FsQueue;
+use cradle_devices::driver::{Buffer, DriverError};
 use virtiofsd_gfs::config::Cli;
 use virtiofsd_gfs::fs::passthrough::PassthroughFs;
 use virtiofsd_gfs::fs::{Context, FileSystem, StatFs};
@@ -298,4 +299,118 @@ fn a_new_frontend_after_disconnect_starts_a_new_session() {
         drop(drv);
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn fs_queue_keeps_requests_in_flight_and_sends_forgets_without_reply() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let data: Vec<u8> = (0..8 * 4096u32).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(tree.join("data"), &data).unwrap();
+    let sock = t.path().join("fs.sock");
+    let server = start(&tree, &sock, &[]);
+    let (_drv, qs) = connect(&sock, 2);
+    let mut qs = qs.into_iter();
+    let mut hiprio = FsQueue::new(qs.next().unwrap(), 4, 4096, 64).unwrap();
+    let mut q = FsQueue::new(qs.next().unwrap(), 8, 8192, 8192).unwrap();
+    let mut c = q.client();
+    c.init(37, 0xffff_ffff).unwrap();
+    let e = c.lookup(1, b"data").unwrap();
+    let (fh, _) = c.open(e.nodeid, libc::O_RDONLY as u32, false).unwrap();
+    drop(c);
+    // Eight READs in flight at once, each with exactly header + data of
+    // reply room, as the Linux driver gives.
+    for tag in 0..8u64 {
+        let read = abi::ReadIn {
+            fh,
+            offset: tag * 4096,
+            size: 4096,
+            ..Default::default()
+        };
+        let req = request(
+            op::READ,
+            e.nodeid,
+            100 + 2 * tag,
+            0,
+            0,
+            &body(Some(read), &[]),
+        );
+        let room = q.reply_room(&req);
+        assert_eq!(room, 16 + 4096);
+        q.submit(&req, room, tag).unwrap();
+    }
+    assert_eq!((q.free_slots(), q.in_flight()), (0, 8));
+    assert!(matches!(
+        q.submit(&[0; 40], 64, 99),
+        Err(DriverError::QueueFull)
+    ));
+    q.kick().unwrap();
+    let mut seen = [false; 8];
+    while q.in_flight() > 0 {
+        for done in q.reap(TIMEOUT).unwrap() {
+            let tag = done.tag as usize;
+            assert_eq!(done.error(), Some(0));
+            let r = Reply::parse(&done.reply).unwrap();
+            assert_eq!(r.body, &data[tag * 4096..(tag + 1) * 4096], "tag {tag}");
+            seen[tag] = true;
+        }
+    }
+    assert_eq!(seen, [true; 8]);
+    // BATCH_FORGET on the hiprio queue: no reply room, used length 0, and
+    // the inode is gone.
+    let held = server.fs().inode_count();
+    let mut b = Vec::new();
+    abi::BatchForgetIn { count: 1, dummy: 0 }.encode(&mut b);
+    abi::ForgetOne {
+        nodeid: e.nodeid,
+        nlookup: 1,
+    }
+    .encode(&mut b);
+    hiprio
+        .submit(&request(op::BATCH_FORGET, 0, 200, 0, 0, &b), 0, 7)
+        .unwrap();
+    hiprio.kick().unwrap();
+    let done = hiprio.reap(TIMEOUT).unwrap();
+    assert_eq!(
+        (done[0].tag, done[0].used_len, done[0].error()),
+        (7, 0, None)
+    );
+    assert_eq!(server.fs().inode_count(), held - 1);
+}
+
+#[test]
+fn a_request_queued_without_a_kick_is_served_while_the_worker_polls() {
+    let t = tempfile::tempdir().unwrap();
+    let sock = t.path().join("fs.sock");
+    let _server = start(t.path(), &sock, &["--poll-us", "1000"]);
+    let (_drv, qs) = connect(&sock, 2);
+    let mut q = FsQueue::new(qs.into_iter().nth(1).unwrap(), 2, 4096, 4096).unwrap();
+    q.client().init(37, 0).unwrap();
+    let getattr = |unique: u64| {
+        let g = abi::GetattrIn::default();
+        request(op::GETATTR, 1, unique, 0, 0, &body(Some(g), &[]))
+    };
+    // Right after a reply the worker still watches the ring for a while,
+    // so a request placed there then is served with no kick at all. This
+    // host may be slow to wake us: it is enough that it happens at all.
+    let mut unkicked = 0;
+    for i in 0..20u64 {
+        q.submit(&getattr(1000 + 4 * i), 4096, 1).unwrap();
+        q.kick().unwrap();
+        q.reap(TIMEOUT).unwrap();
+        q.submit(&getattr(1002 + 4 * i), 4096, 2).unwrap();
+        match q.reap(Duration::from_millis(200)) {
+            Ok(done) => {
+                assert_eq!(done[0].error(), Some(0));
+                unkicked += 1;
+            }
+            Err(DriverError::Timeout) => {
+                q.kick().unwrap();
+                q.reap(TIMEOUT).unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(unkicked > 0, "no request was served without a kick");
 }

@@ -59,6 +59,7 @@ fn bad_flags_exit_2_with_one_line() {
             &"t".repeat(37),
         ],
         &["--socket", &sock, "--shared-dir", dir, "--num-queues", "0"],
+        &["--socket", &sock, "--shared-dir", dir, "--poll-us", "1001"],
         &[
             "--socket",
             &sock,

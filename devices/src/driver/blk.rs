@@ -5,6 +5,7 @@ use std::time::Duration;
 use vm_memory::{Address, GuestAddress};
 
 use super::queue::{Buffer, Used, VirtQueue};
+use super::slots::{Slots, Tagged};
 use super::DriverError;
 
 /// `VIRTIO_BLK_T_IN`.
@@ -90,11 +91,13 @@ pub struct Completion {
     pub data: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    slot: usize,
-    tag: u64,
-    read_len: u32,
+/// What a request in flight needs at completion: (tag, bytes to read).
+type Pending = (u64, u32);
+
+impl Tagged for Completion {
+    fn tag(&self) -> u64 {
+        self.tag
+    }
 }
 
 /// A virtqueue used for virtio-blk, with one fixed buffer area ("slot") per
@@ -103,11 +106,9 @@ struct Pending {
 pub struct BlkQueue {
     q: VirtQueue,
     slots: Vec<GuestAddress>,
-    free_slots: Vec<usize>,
-    pending: Vec<Option<Pending>>,
+    book: Slots<Pending, Completion>,
     max_data: u32,
     copy_reads: bool,
-    backlog: Vec<Completion>,
 }
 
 /// Offset of the data buffer in a slot: 4 KiB so that O_DIRECT works.
@@ -125,15 +126,12 @@ impl BlkQueue {
         for _ in 0..n {
             slots.push(q.memory().alloc(slot_bytes, 4096)?);
         }
-        let size = usize::from(q.size());
         Ok(BlkQueue {
+            book: Slots::new(n, q.size()),
             q,
-            free_slots: (0..n).rev().collect(),
             slots,
-            pending: vec![None; size],
             max_data,
             copy_reads: true,
-            backlog: Vec::new(),
         })
     }
 
@@ -145,12 +143,12 @@ impl BlkQueue {
 
     /// Requests that can still be submitted.
     pub fn free_slots(&self) -> usize {
-        self.free_slots.len()
+        self.book.free()
     }
 
     /// Requests in flight.
     pub fn in_flight(&self) -> usize {
-        self.slots.len() - self.free_slots.len()
+        self.book.in_flight()
     }
 
     /// The underlying virtqueue (for malformed-chain tests).
@@ -161,13 +159,13 @@ impl BlkQueue {
     /// Guest address of the data buffer of a free slot, for tests that build
     /// their own chains.
     pub fn scratch(&self) -> GuestAddress {
-        self.slots[self.free_slots.last().copied().unwrap_or(0)]
+        self.slots[self.book.next().unwrap_or(0)]
     }
 
     /// Places `req` in the available ring; call [`BlkQueue::kick`] to
     /// notify the device.
     pub fn submit(&mut self, req: BlkRequest<'_>, tag: u64) -> Result<(), DriverError> {
-        let slot = *self.free_slots.last().ok_or(DriverError::QueueFull)?;
+        let slot = self.book.next()?;
         let base = self.slots[slot];
         let hdr = base;
         let status = base.unchecked_add(STATUS_OFF);
@@ -231,12 +229,7 @@ impl BlkQueue {
         }
         bufs.push(Buffer::writable(status, 1));
         let head = self.q.add_chain(&bufs)?;
-        self.free_slots.pop();
-        self.pending[usize::from(head)] = Some(Pending {
-            slot,
-            tag,
-            read_len,
-        });
+        self.book.start(head, (tag, read_len));
         Ok(())
     }
 
@@ -246,45 +239,49 @@ impl BlkQueue {
     }
 
     /// Turns used elements into completions, freeing their slots.
-    fn complete(&mut self, used: Vec<Used>) -> Result<Vec<Completion>, DriverError> {
-        let mut out = Vec::with_capacity(used.len());
-        for u in used {
-            let Some(p) = self.pending[usize::from(u.head)].take() else {
-                return Err(DriverError::BadUsed(u32::from(u.head)));
-            };
-            let base = self.slots[p.slot];
-            let status = self.q.read(base.unchecked_add(STATUS_OFF), 1)?[0];
-            let data = if self.copy_reads && p.read_len > 0 {
-                self.q
-                    .read(base.unchecked_add(DATA_OFF), p.read_len as usize)?
-            } else {
-                Vec::new()
-            };
-            self.free_slots.push(p.slot);
-            out.push(Completion {
-                tag: p.tag,
-                status,
-                used_len: u.len,
-                data,
-            });
+    fn complete(
+        slots: &[GuestAddress],
+        copy_reads: bool,
+    ) -> impl FnMut(
+        &mut Slots<Pending, Completion>,
+        &VirtQueue,
+        Vec<Used>,
+    ) -> Result<Vec<Completion>, DriverError>
+           + '_ {
+        move |book, q, used| {
+            let mut out = Vec::with_capacity(used.len());
+            for u in used {
+                let (slot, (tag, read_len)) = book.finish(u)?;
+                let base = slots[slot];
+                let status = q.read(base.unchecked_add(STATUS_OFF), 1)?[0];
+                let data = if copy_reads && read_len > 0 {
+                    q.read(base.unchecked_add(DATA_OFF), read_len as usize)?
+                } else {
+                    Vec::new()
+                };
+                out.push(Completion {
+                    tag,
+                    status,
+                    used_len: u.len,
+                    data,
+                });
+            }
+            Ok(out)
         }
-        Ok(out)
     }
 
     /// Waits for at least one completion.
     pub fn reap(&mut self, timeout: Duration) -> Result<Vec<Completion>, DriverError> {
-        if !self.backlog.is_empty() {
-            return Ok(std::mem::take(&mut self.backlog));
-        }
-        let used = self.q.wait_used(timeout)?;
-        self.complete(used)
+        let complete = Self::complete(&self.slots, self.copy_reads);
+        self.book.reap(&mut self.q, timeout, complete)
     }
 
     /// Returns completions available now, without waiting.
     pub fn poll(&mut self) -> Result<Vec<Completion>, DriverError> {
-        let mut done = std::mem::take(&mut self.backlog);
+        let mut done = self.book.take_backlog();
         let used = self.q.poll_used()?;
-        done.extend(self.complete(used)?);
+        let mut complete = Self::complete(&self.slots, self.copy_reads);
+        done.extend(complete(&mut self.book, &self.q, used)?);
         Ok(done)
     }
 
@@ -294,18 +291,8 @@ impl BlkQueue {
         const TAG: u64 = u64::MAX;
         self.submit(req, TAG)?;
         self.kick()?;
-        let mut others = std::mem::take(&mut self.backlog);
-        loop {
-            let used = self.q.wait_used(TIMEOUT)?;
-            let mut got = self.complete(used)?;
-            if let Some(pos) = got.iter().position(|c| c.tag == TAG) {
-                let c = got.remove(pos);
-                others.extend(got);
-                self.backlog = others;
-                return Ok(c);
-            }
-            others.extend(got);
-        }
+        let complete = Self::complete(&self.slots, self.copy_reads);
+        self.book.wait_for(&mut self.q, TAG, complete)
     }
 
     /// Reads `len` bytes at `sector`; a non-OK status is an error.

@@ -12,8 +12,10 @@
 //! ```
 
 pub mod blk;
+pub mod fs;
 mod memory;
 mod queue;
+mod slots;
 
 use std::path::Path;
 use std::sync::Arc;

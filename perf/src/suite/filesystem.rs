@@ -1,15 +1,16 @@
 //! The fs suite: virtiofsd-gfs against the reference virtiofsd and the raw
-//! host directory, for 4 KiB random I/O and file create/stat/delete rates.
-//! Drive modes: raw and guest (a device-mode FUSE load generator does not
-//! exist yet).
+//! host directory, for 4 KiB random I/O and file create/stat/delete rates,
+//! in all three drive modes (device: [`crate::fsload`]).
 
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{make_file, params, SuiteConfig, Workspace, DAEMON_CPU};
+use super::{make_file, params, SuiteConfig, Workspace, DAEMON_CPU, LOADGEN_CPU};
 use crate::backend::{Backend, Daemon};
+use crate::fsload::{self, FsJob, FsLoad};
 use crate::guest::{run_in_guest, GuestDevice, GuestJob};
+use crate::jobs::JobFile;
 use crate::procstat::ProcStat;
 use crate::raw::run_fio;
 use crate::record::{Measurement, Mode, Point};
@@ -33,6 +34,27 @@ fn fs_points(quick: bool) -> Vec<(&'static str, u32)> {
     p
 }
 
+/// (job, requests in flight, queues) of the fs suite in device mode. With
+/// several in flight ours gets one request queue per request; virtiofsd
+/// has a single request queue, so it gets them all there with a thread
+/// pool of the same size.
+fn device_points(quick: bool) -> Vec<(&'static str, u32, u32)> {
+    let mut p = vec![
+        ("fs-randread-4k", 1, 1),
+        ("fs-randwrite-4k", 1, 1),
+        ("fs-randread-4k", 1, 4),
+    ];
+    if !quick {
+        p.push(("fs-randwrite-4k", 1, 4));
+    }
+    p.extend([
+        ("fs-filecreate", 1, 1),
+        ("fs-filestat", 1, 1),
+        ("fs-filedelete", 1, 1),
+    ]);
+    p
+}
+
 /// A fresh shared directory holding the data file.
 fn fresh_tree(dir: &Path, size: u64) -> Result<(), PerfError> {
     if dir.exists() {
@@ -50,7 +72,19 @@ pub fn run_fs(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
     // Smaller than the blk file: the guest lays nothing out, but the data
     // file is recreated for every backend run.
     let size = cfg.file_size / 4;
-    let tree = ws.work.path().join("tree");
+    // On tmpfs when there is one: a disk filesystem's journal would add
+    // more (and noisier) cost per file operation than the daemons differ
+    // by. Raw fio, both daemons and the guest all use this one tree.
+    let shm = Path::new("/dev/shm");
+    let tree_home = match shm.is_dir() {
+        true => tempfile::Builder::new()
+            .prefix("cradle-perf-fs-")
+            .tempdir_in(shm)
+            .map_err(|e| PerfError::Setup(format!("{}: {e}", shm.display())))?,
+        false => tempfile::tempdir_in(ws.work.path())
+            .map_err(|e| PerfError::Setup(format!("work directory: {e}")))?,
+    };
+    let tree = tree_home.path().join("tree");
     let socket = ws.work.path().join("fs.sock");
     let point = |job: &str, n: u32, mode: Mode| Point {
         job: job.into(),
@@ -87,6 +121,15 @@ pub fn run_fs(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
                 ));
             }
         }
+        if cfg.modes.contains(&Mode::Device) {
+            fresh_tree(&tree, size)?;
+            for backend in order {
+                for &(job, qd, q) in &device_points(cfg.quick) {
+                    let m = device_run(cfg, &ws, backend, &tree, &socket, (job, qd, q), rep)?;
+                    log.measurements.push(m);
+                }
+            }
+        }
         if cfg.modes.contains(&Mode::Guest) {
             for backend in order {
                 fresh_tree(&tree, size)?;
@@ -94,7 +137,7 @@ pub fn run_fs(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
                     Backend::VirtiofsdGfs => &cfg.bin.virtiofsd_gfs,
                     _ => &cfg.bin.virtiofsd,
                 };
-                let daemon = Daemon::start_fs(backend, binary, &tree, &socket, DAEMON_CPU)?;
+                let daemon = Daemon::start_fs(backend, binary, &tree, &socket, DAEMON_CPU, &[])?;
                 let jobs: Vec<GuestJob> = points
                     .iter()
                     .map(|&(job, n)| GuestJob {
@@ -132,4 +175,78 @@ pub fn run_fs(cfg: &SuiteConfig) -> Result<RunLog, PerfError> {
         }
     }
     Ok(log)
+}
+
+/// One device-mode point against `backend`, started for it alone (its
+/// queue count and pool depend on the point).
+fn device_run(
+    cfg: &SuiteConfig,
+    ws: &Workspace<'_>,
+    backend: Backend,
+    tree: &Path,
+    socket: &Path,
+    (job, qd, queues): (&str, u32, u32),
+    rep: u32,
+) -> Result<Measurement, PerfError> {
+    let size = cfg.file_size / 4;
+    let p = params(&tree.to_string_lossy(), qd, queues, cfg, "psync");
+    let file = JobFile::load(&ws.job_file(job))?;
+    let fs_job = FsJob::from_file(&file, &p)?;
+    let inflight = qd * queues;
+    let (binary, extra, load_queues, depth) = match backend {
+        Backend::VirtiofsdGfs => (
+            &cfg.bin.virtiofsd_gfs,
+            vec!["--num-queues".to_string(), queues.to_string()],
+            queues,
+            qd,
+        ),
+        _ => (
+            &cfg.bin.virtiofsd,
+            vec![
+                "--thread-pool-size".to_string(),
+                if inflight > 1 { inflight } else { 0 }.to_string(),
+            ],
+            1,
+            inflight,
+        ),
+    };
+    let daemon = Daemon::start_fs(backend, binary, tree, socket, DAEMON_CPU, &extra)?;
+    let load = FsLoad {
+        name: job.into(),
+        job: fs_job,
+        queues: load_queues as u16,
+        iodepth: depth,
+        runtime: cfg.runtime,
+        ramp: cfg.ramp,
+        data_file: DATA_FILE.into(),
+        size,
+        nrfiles: if cfg.quick { 200 } else { 1000 },
+        cpu: Some(LOADGEN_CPU),
+        daemon_pid: Some(daemon.pid()),
+    };
+    let run = fsload::run(daemon.socket(), &load)?;
+    drop(daemon);
+    let rel = ws.save(
+        &format!("device-{}-{job}-qd{qd}x{queues}-r{rep}", backend.name()),
+        &run.text,
+    )?;
+    let point = Point {
+        job: job.into(),
+        iodepth: qd,
+        queues,
+        mode: Mode::Device,
+    };
+    let mut m = Measurement::from_report(point, backend, rep, &run.report, rel);
+    if let Some((b, a)) = run.daemon {
+        // Random I/O: CPU covers ramp and run, so do the I/Os it is divided
+        // by. File operations: the unmeasured set-up operations count too.
+        let ios = match fs_job {
+            FsJob::Io { .. } => m.iops * (cfg.ramp + cfg.runtime).as_secs_f64(),
+            _ => m.total_ios as f64,
+        };
+        m.daemon_cpu_ns_per_io = (ios > 0.0).then(|| (a.cpu_ns - b.cpu_ns) as f64 / ios);
+        m.daemon_peak_rss_kib = Some(a.peak_rss_kib);
+        m.daemon_private_rss_kib = Some(a.private_kib);
+    }
+    Ok(m)
 }

@@ -1,6 +1,6 @@
-//! A minimal FUSE client: encodes requests and decodes replies. Tests use
-//! it in-process against [`super::Server`] and over virtqueues through the
-//! userspace driver; the perf harness can use it as a load generator.
+//! A minimal FUSE client: encodes requests and decodes replies. The fs
+//! daemon's tests use it in-process against its server and over virtqueues
+//! through [`crate::driver::fs`]; the perf harness builds its load on it.
 
 use super::abi::{self, opcode as op, Wire};
 
