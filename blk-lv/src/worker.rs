@@ -176,8 +176,9 @@ impl Worker {
     /// kernel often cannot issue those without blocking (timestamps,
     /// allocation) and hands them to an io_uring worker thread, which the
     /// poller would compete with for the CPU (measured: polling made QD1
-    /// randwrite p50 latency 1.3-1.7x worse on one CPU). O_DIRECT reads complete from the
-    /// device's interrupt, so waiting for them is what polling is for.
+    /// randwrite p50 latency 1.3-1.7x worse on one CPU). O_DIRECT reads
+    /// complete from the device's interrupt, so waiting for them is what
+    /// polling is for.
     fn should_poll(&self) -> bool {
         !self.device.poll.is_zero()
             && !self.closed
