@@ -180,8 +180,8 @@ impl VhostUserBackend for BlkBackend {
             return Ok(());
         };
         match device_event {
-            0 => w.process(vring),
-            t if t == self.completion_token() => w.reap(vring),
+            0 => w.on_kick(vring),
+            t if t == self.completion_token() => w.on_completion(vring),
             t if t == self.timer_token() => w.on_timer(vring),
             _ => {}
         }

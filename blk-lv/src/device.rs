@@ -49,6 +49,8 @@ pub struct Device {
     pub in_flight: Vec<AtomicUsize>,
     /// Token buckets, if any limit is set.
     pub qos: Option<Qos>,
+    /// How long a worker busy-polls after its last activity.
+    pub poll: Duration,
 }
 
 impl Device {
@@ -83,6 +85,7 @@ impl Device {
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
             qos: Qos::new(cfg.qos),
+            poll: cfg.poll,
         })
     }
 

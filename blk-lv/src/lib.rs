@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod qos;
 pub mod request;
 mod worker;
+pub mod zeroes;
 
 use std::sync::Arc;
 

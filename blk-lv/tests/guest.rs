@@ -276,3 +276,49 @@ echo trimmed",
     let log = d.stop();
     assert!(log.contains("discards="), "{log}");
 }
+
+/// mke2fs zeroes its inode tables and journal with
+/// `fallocate(ZERO_RANGE)` on /dev/vda, which the guest kernel turns into
+/// WRITE_ZEROES requests without UNMAP; a failed one is only visible as a
+/// kernel "I/O error ... WRITE_ZEROES" line, because the kernel then falls
+/// back to writing zeroes and mkfs succeeds anyway. The disk is a file in
+/// a tmpfs, which has no ZERO_RANGE (as in the nested test bed, whose L1
+/// root is a tmpfs): blk-lv must zero it another way.
+#[test]
+fn qemu_mkfs_ext4_on_a_tmpfs_file_without_io_errors() {
+    let dir = tempfile::Builder::new()
+        .prefix("blk-lv-mkfs")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let img = dir.path().join("disk.img");
+    // Junk, so that a write-zeroes that did nothing would show.
+    std::fs::write(&img, vec![0xa5u8; 128 << 20]).unwrap();
+    let mut d = Daemon::start_on(dir, img, &[]);
+    let script = "set -e
+mkfs.ext4 -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 /dev/vda > /tmp/mkfs.out 2>&1
+echo mkfs-ok
+echo errors $(dmesg | grep -c 'error' || true)
+dmesg | grep 'error' || true
+mkdir -p /mnt
+mount -t ext4 /dev/vda /mnt
+echo hello > /mnt/f
+umount /mnt
+echo mounted
+";
+    let run = d
+        .guest(1)
+        .binary("/usr/sbin/mkfs.ext4")
+        .run(script)
+        .unwrap();
+    assert!(run.output.contains("mkfs-ok"), "{}", run.output);
+    assert!(run.output.contains("mounted"), "{}", run.output);
+    assert!(
+        run.output.contains("errors 0"),
+        "{}\n{}",
+        run.output,
+        run.console
+    );
+    let log = d.stop();
+    assert!(log.contains("write_zeroes="), "{log}");
+    assert!(!log.contains("io_errors"), "{log}");
+}

@@ -49,6 +49,8 @@ fn bad_flags_exit_2_with_one_line() {
             "--buffered",
         ],
         &["--socket", "/x.sock", "--path", img, "--iops", "-1"],
+        &["--socket", "/x.sock", "--path", img, "--poll-us", "10001"],
+        &["--socket", "/x.sock", "--path", img, "--poll-us", "-5"],
         &["--socket", "/x.sock", "--fd", "3", "--path", img],
         &["--socket", "/x.sock"],
         &["--path", img],

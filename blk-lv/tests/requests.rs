@@ -254,3 +254,66 @@ fn flush_after_completed_writes_and_in_a_mixed_batch() {
     }
     assert!(eventually(|| d.device.counter("flushes") == 2));
 }
+
+/// tmpfs (and other filesystems) have no `FALLOC_FL_ZERO_RANGE`: a
+/// WRITE_ZEROES without UNMAP must still zero the range, and keep it
+/// allocated. This is what a guest's mkfs.ext4 sends when the disk is a
+/// file in a tmpfs (the nested test bed's L1 root, /dev/shm).
+#[test]
+fn write_zeroes_without_zero_range_support_falls_back() {
+    let dir = tempfile::Builder::new()
+        .prefix("blk-lv-wz")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0xcdu8; 4 << 20]).unwrap();
+    let zero_range = nix_fallocate(
+        &disk,
+        libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+    );
+    assert_eq!(
+        zero_range,
+        Err(libc::EOPNOTSUPP),
+        "this test needs a filesystem without ZERO_RANGE at /dev/shm"
+    );
+    let d = start_on(dir, disk, &[]);
+    let (_drv, mut qs) = connect(&d.sock, 1, 64);
+    let q = &mut qs[0];
+    for (sector, unmap) in [(0u64, false), (4096, true), (2048, false)] {
+        assert_eq!(
+            q.status(BlkRequest::WriteZeroes {
+                sector,
+                sectors: 1024,
+                unmap
+            })
+            .unwrap(),
+            S_OK,
+            "sector {sector} unmap {unmap}"
+        );
+    }
+    let host = std::fs::read(&d.disk).unwrap();
+    assert_eq!(host.len(), 4 << 20);
+    let zeroed = |s: usize| host[s * 512..(s + 1024) * 512].iter().all(|b| *b == 0);
+    assert!(zeroed(0) && zeroed(2048) && zeroed(4096));
+    assert!(host[1024 * 512..2048 * 512].iter().all(|b| *b == 0xcd));
+    assert!(host[(5120) * 512..].iter().all(|b| *b == 0xcd));
+    // Without UNMAP the range stays allocated: 3.5 MiB of 4 still are
+    // (only the UNMAP request may punch its 512 KiB out).
+    let allocated = std::fs::metadata(&d.disk).unwrap().blocks() * 512;
+    assert!(allocated >= (7 << 20) / 2, "{allocated}");
+    assert!(eventually(|| d.device.counter("write_zeroes") == 3));
+    assert_eq!(d.device.counter("io_errors"), 0);
+}
+
+/// `fallocate(mode)` over the first 4 KiB of `path`: `Err(errno)` on failure.
+fn nix_fallocate(path: &std::path::Path, mode: i32) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // SAFETY: plain syscall on an fd we own.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, 0, 4096) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}

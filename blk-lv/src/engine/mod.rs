@@ -80,6 +80,10 @@ pub trait Engine: Send {
     /// Appends finished operations to `out`.
     fn complete(&mut self, out: &mut Vec<Done>);
 
+    /// Whether [`Engine::complete`] has something to return now; no
+    /// syscall, so that a polling worker can ask it in a loop.
+    fn ready(&mut self) -> bool;
+
     /// An eventfd that becomes readable when completions are available.
     fn event_fd(&self) -> RawFd;
 

@@ -175,6 +175,10 @@ impl Engine for UringEngine {
         }
     }
 
+    fn ready(&mut self) -> bool {
+        !self.sync_done.is_empty() || !self.ring.completion().is_empty()
+    }
+
     fn event_fd(&self) -> RawFd {
         self.event.as_raw_fd()
     }

@@ -141,6 +141,12 @@ impl BlkQueue {
         self.copy_reads = on;
     }
 
+    /// Polls for completions this long before sleeping (see
+    /// [`VirtQueue::set_spin`]).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.q.set_spin(spin);
+    }
+
     /// Requests that can still be submitted.
     pub fn free_slots(&self) -> usize {
         self.book.free()

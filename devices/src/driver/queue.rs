@@ -90,6 +90,9 @@ pub struct VirtQueue {
     in_flight: usize,
     /// Kicks actually sent (EVENT_IDX may suppress some).
     pub kicks_sent: u64,
+    /// How long [`VirtQueue::wait_used`] polls the used ring before it
+    /// sleeps on the call eventfd.
+    spin: Duration,
 }
 
 impl std::fmt::Debug for VirtQueue {
@@ -135,6 +138,7 @@ impl VirtQueue {
             last_used: Wrapping(0),
             in_flight: 0,
             kicks_sent: 0,
+            spin: Duration::ZERO,
         })
     }
 
@@ -350,10 +354,31 @@ impl VirtQueue {
         Ok(out)
     }
 
+    /// Makes [`VirtQueue::wait_used`] poll the used ring for up to `spin`
+    /// (yielding the CPU between looks) before sleeping on the call
+    /// eventfd, as a guest vCPU under KVM's halt polling or the guest's
+    /// haltpoll cpuidle driver does. Zero (the default) never polls.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
     /// Waits until at least one chain is used (or `timeout` passes) and
     /// returns every used element available then.
     pub fn wait_used(&mut self, timeout: Duration) -> Result<Vec<Used>, DriverError> {
         let deadline = Instant::now() + timeout;
+        if !self.spin.is_zero() {
+            let until = Instant::now() + self.spin.min(timeout);
+            loop {
+                let got = self.poll_used()?;
+                if !got.is_empty() {
+                    return Ok(got);
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
         loop {
             let got = self.poll_used()?;
             if !got.is_empty() {
