@@ -7,6 +7,9 @@
 //!   exit status, its output and the whole serial console.
 //! - [`NestedHost`] boots an L1 guest with an emulated SVM CPU in which KVM
 //!   works, to test the VMM end to end (L2 boots on L1's `/dev/kvm`).
+//! - [`daemon::Daemon`] starts one of our daemons the way systemd does
+//!   (`NOTIFY_SOCKET`, `READY=1`, SIGTERM) and [`unit::TemplateUnit`]
+//!   checks its systemd template unit.
 //! - [`kvm::detect`] tells whether the host's own `/dev/kvm` can run guest
 //!   kernels at speed, in which case the VMM can be tested directly.
 //!
@@ -25,12 +28,14 @@
 
 pub mod ceph;
 mod console;
+pub mod daemon;
 mod init_script;
 mod kernel;
 pub mod kvm;
 mod nested;
 pub mod peers;
 mod qemu;
+pub mod unit;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -113,6 +118,17 @@ pub enum TestbedError {
         after: Duration,
         /// The serial console up to the kill.
         console: String,
+    },
+    /// A daemon under test misbehaved (no READY=1, no exit after SIGTERM).
+    #[error("daemon: {0}")]
+    Daemon(String),
+    /// A systemd unit failed a check.
+    #[error("unit {unit}: {why}")]
+    Unit {
+        /// The unit's file name.
+        unit: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// QEMU exited before the script reported a status (kernel panic,
     /// QEMU error, missing vhost-user socket, ...).
