@@ -244,7 +244,6 @@ fn an_inherited_listening_socket_is_served() {
     let mut drv = drv.expect("daemon never served the inherited socket");
     assert_eq!(drv.get_config(8, 2).unwrap(), vec![1, 0]);
     drop(drv);
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let st = cradle_testbed::daemon::terminate(&mut child, Duration::from_secs(10));
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
 }

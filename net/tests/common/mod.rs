@@ -160,20 +160,7 @@ impl Daemon {
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         // `ip netns exec` execs the daemon, so the pid is the daemon's.
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cradle_testbed::daemon::terminate(&mut child, Duration::from_secs(10))?.code()
     }
 
     /// Stops the daemon and returns its counters for `pair` (from the log
