@@ -10,6 +10,7 @@
 //! - [`daemon::Daemon`] starts one of our daemons the way systemd does
 //!   (`NOTIFY_SOCKET`, `READY=1`, SIGTERM) and [`unit::TemplateUnit`]
 //!   checks its systemd template unit.
+//! - [`registry::DockerRegistry`] is a real OCI registry on loopback.
 //! - [`kvm::detect`] tells whether the host's own `/dev/kvm` can run guest
 //!   kernels at speed, in which case the VMM can be tested directly.
 //!
@@ -35,6 +36,7 @@ pub mod kvm;
 mod nested;
 pub mod peers;
 mod qemu;
+pub mod registry;
 pub mod unit;
 
 use std::path::{Path, PathBuf};
@@ -119,7 +121,8 @@ pub enum TestbedError {
         /// The serial console up to the kill.
         console: String,
     },
-    /// A daemon under test misbehaved (no READY=1, no exit after SIGTERM).
+    /// A daemon or tool under test misbehaved (no READY=1, no exit after
+    /// SIGTERM, a failed push).
     #[error("daemon: {0}")]
     Daemon(String),
     /// A systemd unit failed a check.
