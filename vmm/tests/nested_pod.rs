@@ -92,13 +92,14 @@ fn summon_here(bundle: &Path, image: &str, state: &Path) {
 /// `preg/` and `poci/` (they have no volumes, so no host paths).
 fn host_bundles(dir: &Path) -> std::path::PathBuf {
     let state = dir.join("host-state");
-    let reg = common::Registry::start(dir);
+    let reg = cradle_testbed::registry::DockerRegistry::start().unwrap();
     let archive = dir.join("reg.tar");
     web_image(&archive, "hello from the registry\n");
     reg.push(
         &format!("docker-archive:{}", archive.display()),
         "demo/web:v1",
-    );
+    )
+    .unwrap();
     summon_here(&dir.join("preg"), &reg.reference("demo/web:v1"), &state);
     common::umoci_layout(dir, "layout", "v1", "hello from umoci\n", OCI_CMD);
     let oci = format!("oci:{}:v1", dir.join("layout").display());
