@@ -23,19 +23,10 @@ fn kcradle() -> Command {
 
 fn web_config() -> ImageConfig {
     ImageConfig {
-        entrypoint: Some(vec!["/bin/busybox".into()]),
-        cmd: Some(vec![
-            "httpd".into(),
-            "-f".into(),
-            "-p".into(),
-            "80".into(),
-            "-h".into(),
-            "/www".into(),
-        ]),
         env: vec!["PATH=/bin".into(), "GREETING=hi".into()],
         working_dir: "/www".into(),
         exposed_ports: vec!["80/tcp".into()],
-        ..Default::default()
+        ..common::httpd_config()
     }
 }
 

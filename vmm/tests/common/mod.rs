@@ -58,6 +58,20 @@ pub fn web_layer(index: &str) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// The config of an image with [`web_layer`]: busybox httpd serving
+/// `/www` on port 80 in the foreground.
+pub fn httpd_config() -> cradle_image::ImageConfig {
+    cradle_image::ImageConfig {
+        entrypoint: Some(vec![BUSYBOX.into()]),
+        cmd: Some(
+            ["httpd", "-f", "-p", "80", "-h", "/www"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// An OCI layout `dir/NAME` with tag `TAG`, made by umoci: busybox and
 /// `/www/index.html` holding `index`, entrypoint `/bin/busybox`, cmd
 /// `cmd`.
