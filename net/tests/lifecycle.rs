@@ -7,8 +7,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{daemon_bin, frame, Daemon, NetNs, PacketSocket, ETH_TEST};
-use cradle_devices::driver::{Buffer, Driver, DriverConfig};
+use common::{connect_two_pairs, daemon_bin, frame, transmit_and_see, Daemon, NetNs, PacketSocket};
+use cradle_devices::driver::{Driver, DriverConfig};
 
 #[test]
 fn bad_flags_exit_2_with_one_line() {
@@ -143,33 +143,9 @@ fn inherited_tap_fds_carry_traffic() {
     let mut d = Daemon::start(&ns, &["--tap-fd", &fds, "--num-queue-pairs", "2"]);
     drop((q0, q1));
     let sock = PacketSocket::open(&ns, "ntfd");
-    let mut drv = Driver::connect(
-        &d.socket,
-        DriverConfig {
-            num_queues: 5,
-            queue_size: 64,
-            memory_bytes: 4 << 20,
-            features: u64::MAX,
-        },
-    )
-    .unwrap();
+    let mut drv = connect_two_pairs(&d.socket);
     let mut qs = drv.take_queues();
-    let mem = drv.memory().clone();
-    let f = frame(120, 3);
-    let a = mem.alloc(12 + f.len() as u64, 64).unwrap();
-    qs[1].write(a, &[0u8; 12]).unwrap();
-    qs[1].write(vm_memory::GuestAddress(a.0 + 12), &f).unwrap();
-    let head = qs[1]
-        .add_chain(&[Buffer::readable(a, 12 + f.len() as u32)])
-        .unwrap();
-    qs[1].kick().unwrap();
-    qs[1]
-        .wait_head(head, Duration::from_secs(5), &mut Vec::new())
-        .unwrap();
-    assert_eq!(
-        sock.recv(ETH_TEST, Duration::from_secs(5)).as_deref(),
-        Some(&f[..])
-    );
+    transmit_and_see(&mut qs[1], &sock, &frame(120, 3));
     drop(drv);
     assert!(d.log_text().contains("created=false"));
     assert_eq!(d.stop(), Some(0));

@@ -9,8 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{daemon_bin, frame, NetNs, PacketSocket, ETH_TEST};
-use cradle_devices::driver::{Buffer, Driver, DriverConfig};
+use common::{connect_two_pairs, daemon_bin, frame, transmit_and_see, NetNs, PacketSocket};
 use cradle_testbed::daemon::Daemon;
 use cradle_testbed::unit::TemplateUnit;
 
@@ -51,33 +50,12 @@ fn exec_start_runs_as_systemd_would() {
     // `ip netns exec` execs the daemon: the pid is the daemon's.
     let mut child = Daemon::spawn_ready(&mut cmd, Duration::from_secs(10)).unwrap();
     let sockp = PacketSocket::open(&ns, "tap-pod0");
-    let mut drv = Driver::connect(
-        &sock,
-        DriverConfig {
-            num_queues: 5,
-            queue_size: 64,
-            memory_bytes: 4 << 20,
-            features: u64::MAX,
-        },
-    )
-    .unwrap();
+    let mut drv = connect_two_pairs(&sock);
     let cfg = drv.get_config(0, 10).unwrap();
     assert_eq!(&cfg[..6], &[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
     assert_eq!(u16::from_le_bytes([cfg[8], cfg[9]]), 2);
     let mut qs = drv.take_queues();
-    let f = frame(100, 1);
-    let a = drv.memory().alloc(112, 64).unwrap();
-    qs[1].write(a, &[0u8; 12]).unwrap();
-    qs[1].write(vm_memory::GuestAddress(a.0 + 12), &f).unwrap();
-    let head = qs[1].add_chain(&[Buffer::readable(a, 112)]).unwrap();
-    qs[1].kick().unwrap();
-    qs[1]
-        .wait_head(head, Duration::from_secs(5), &mut Vec::new())
-        .unwrap();
-    assert_eq!(
-        sockp.recv(ETH_TEST, Duration::from_secs(5)).as_deref(),
-        Some(&f[..])
-    );
+    transmit_and_see(&mut qs[1], &sockp, &frame(100, 1));
     drop(drv);
     assert_eq!(
         child.terminate(Duration::from_secs(10)).unwrap().code(),
