@@ -151,6 +151,17 @@ impl TestbedError {
             source,
         }
     }
+
+    /// Running the host tool `program` failed: when it is not installed,
+    /// says which Debian `package` brings it.
+    fn spawn(program: &str, package: &str, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                TestbedError::MissingTool(format!("{program} (package {package})"))
+            }
+            _ => TestbedError::io(program, source),
+        }
+    }
 }
 
 /// Where cached initramfs images live: `$CRADLE_TESTBED_CACHE`, else

@@ -56,12 +56,7 @@ impl DockerRegistry {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    TestbedError::MissingTool("docker-registry (package docker-registry)".into())
-                }
-                _ => TestbedError::io("docker-registry", e),
-            })?;
+            .map_err(|e| TestbedError::spawn("docker-registry", "docker-registry", e))?;
         let mut reg = DockerRegistry {
             child,
             port,
@@ -119,12 +114,7 @@ impl DockerRegistry {
             .args(["copy", "--quiet", "--dest-tls-verify=false", source])
             .arg(self.reference(repo))
             .output()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    TestbedError::MissingTool("skopeo (package skopeo)".into())
-                }
-                _ => TestbedError::io("skopeo", e),
-            })?;
+            .map_err(|e| TestbedError::spawn("skopeo", "skopeo", e))?;
         if !out.status.success() {
             return Err(TestbedError::Daemon(format!(
                 "skopeo copy {source} {}: {}",

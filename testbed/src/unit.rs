@@ -111,12 +111,7 @@ impl TemplateUnit {
             .args(["verify", "--man=no"])
             .arg(&path)
             .output()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    TestbedError::MissingTool("systemd-analyze (package systemd)".into())
-                }
-                _ => TestbedError::io("systemd-analyze", e),
-            })?;
+            .map_err(|e| TestbedError::spawn("systemd-analyze", "systemd", e))?;
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() || !err.trim().is_empty() {
             return Err(self.bad(format!(
