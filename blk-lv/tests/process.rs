@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
@@ -147,14 +146,7 @@ fn notifies_ready_after_listening_and_drains_on_sigterm() {
             c.tag
         );
     }
-    let mut err = String::new();
-    child
-        .child()
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = child.stderr_text().unwrap();
     assert!(err.contains("drain finished"), "{err}");
 }
 

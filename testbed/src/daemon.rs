@@ -87,6 +87,17 @@ impl Daemon {
         &mut self.child
     }
 
+    /// What the daemon wrote to its stderr, read to the end: call it after
+    /// the daemon exited, with stderr piped (empty otherwise).
+    pub fn stderr_text(&mut self) -> Result<String, TestbedError> {
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            std::io::Read::read_to_string(&mut err, &mut text)
+                .map_err(|e| TestbedError::io("daemon stderr", e))?;
+        }
+        Ok(text)
+    }
+
     /// Sends `sig` to the daemon.
     pub fn signal(&self, sig: i32) -> Result<(), TestbedError> {
         signal(&self.child, sig)

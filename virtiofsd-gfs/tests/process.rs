@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
@@ -167,14 +166,7 @@ fn notifies_ready_after_listening_and_exits_0_on_sigterm() {
     let st = child.wait_exit(Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0));
     drop(drv);
-    let mut err = String::new();
-    child
-        .child()
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = child.stderr_text().unwrap();
     assert!(err.contains("serving"), "{err}");
 }
 
