@@ -68,20 +68,9 @@ impl NetNs {
     /// Runs `f` on a thread that entered the namespace: sockets created
     /// there stay in it.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap();
-            // SAFETY: setns on a netns fd only changes this thread's namespace.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
+        self.spawn(f).join().unwrap()
     }
-}
 
-impl NetNs {
     /// Like [`NetNs::run`] but in the background.
     pub fn spawn<T: Send + 'static>(
         &self,
