@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use common::*;
 use cradle_devices::driver::blk::{BlkRequest, S_OK};
-use cradle_testbed::daemon::{pass_fd_as_3, terminate, Daemon};
+use cradle_testbed::daemon::{
+    pass_fd_as_3, refused_usage, run_to_end, terminate, Daemon, Finished,
+};
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn run(args: &[&str]) -> Finished {
+    run_to_end(BIN, args).unwrap()
 }
 
 #[test]
@@ -55,24 +52,22 @@ fn bad_flags_exit_2_with_one_line() {
         &["--socket", "/x.sock", "--path", img, "--log-level", "lo[ud"],
     ];
     for args in cases {
-        let (code, _, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        refused_usage(BIN, args).unwrap();
     }
 }
 
 #[test]
 fn print_capabilities_is_json() {
-    let (code, out, _) = run(&["--print-capabilities"]);
-    assert_eq!(code, 0);
-    assert_eq!(out.trim(), r#"{"type": "block", "features": []}"#);
+    let r = run(&["--print-capabilities"]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.stdout.trim(), r#"{"type": "block", "features": []}"#);
 }
 
 #[test]
 fn missing_backing_file_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
-    let (code, _, err) = run(&[
+    let r = run(&[
         "--socket",
         sock.to_str().unwrap(),
         "--path",
@@ -80,8 +75,8 @@ fn missing_backing_file_fails_cleanly() {
         "--sandbox",
         "none",
     ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("/nonexistent/disk"), "{err}");
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("/nonexistent/disk"), "{}", r.stderr);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{connect_two_pairs, daemon_bin, frame, transmit_and_see, Daemon, NetNs, PacketSocket};
 use cradle_devices::driver::{Driver, DriverConfig};
+use cradle_testbed::daemon::refused_usage;
 
 #[test]
 fn bad_flags_exit_2_with_one_line() {
@@ -26,15 +27,12 @@ fn bad_flags_exit_2_with_one_line() {
         &["--socket", "s", "--tap", "t", "--log-level", "loud=x=y"],
         &["--socket", "s", "--tap", "t", "--what"],
     ] {
-        let out = Command::new(daemon_bin()).args(args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
         if args[1] == "/nonexistent/x.sock" {
             // A good flag set whose socket cannot be made is a runtime
             // failure, not a usage error.
             continue;
         }
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        refused_usage(daemon_bin().to_str().unwrap(), args).unwrap();
     }
 }
 

@@ -126,6 +126,46 @@ impl Drop for Daemon {
     }
 }
 
+/// How a command that ran to its end finished.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Its exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    /// Its stdout, as text.
+    pub stdout: String,
+    /// Its stderr, as text.
+    pub stderr: String,
+}
+
+/// Runs `program` with `args` to its end: how an operator meets a
+/// binary's flags.
+pub fn run_to_end(program: &str, args: &[&str]) -> Result<Finished, TestbedError> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| TestbedError::io(program, e))?;
+    Ok(Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Runs `program` with `args` that must be refused as every cradle binary
+/// refuses bad flags and values: exit status 2 and a one-line reason on
+/// stderr, which is returned.
+pub fn refused_usage(program: &str, args: &[&str]) -> Result<String, TestbedError> {
+    let run = run_to_end(program, args)?;
+    let reason = run.stderr.trim();
+    if run.code != Some(2) || reason.lines().count() != 1 {
+        return Err(TestbedError::Daemon(format!(
+            "{program} {args:?}: exit {:?}, want 2 with one line; stderr: {}",
+            run.code, run.stderr
+        )));
+    }
+    Ok(reason.to_string())
+}
+
 /// Sends `sig` to `child`.
 pub fn signal(child: &Child, sig: i32) -> Result<(), TestbedError> {
     let pid = libc::pid_t::try_from(child.id())
@@ -187,5 +227,29 @@ pub fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_error_is_exit_2_with_one_line() {
+        let sh = |script: &str| refused_usage("/bin/sh", &["-c", script]);
+        assert_eq!(sh("echo 'bad flag' >&2; exit 2").unwrap(), "bad flag");
+        assert!(sh("echo 'bad flag' >&2; exit 1").is_err(), "exit 1");
+        assert!(sh("printf 'a\\nb\\n' >&2; exit 2").is_err(), "two lines");
+        assert!(sh("exit 2").is_err(), "no reason");
+    }
+
+    #[test]
+    fn terminate_stops_a_child_with_sigterm() {
+        let mut child = Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let st = terminate(&mut child, Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGTERM)
+        );
     }
 }

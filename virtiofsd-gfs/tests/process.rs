@@ -9,17 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cradle_devices::driver::{Driver, DriverConfig};
-use cradle_testbed::daemon::{pass_fd_as_3, Daemon};
+use cradle_testbed::daemon::{pass_fd_as_3, refused_usage, run_to_end, Daemon, Finished};
 
 const BIN: &str = env!("CARGO_BIN_EXE_virtiofsd-gfs");
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn run(args: &[&str]) -> Finished {
+    run_to_end(BIN, args).unwrap()
 }
 
 #[test]
@@ -93,19 +88,19 @@ fn bad_flags_exit_2_with_one_line() {
         &["--socket", &sock, "--fd", "3", "--shared-dir", dir],
     ];
     for args in cases {
-        let (code, _out, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        refused_usage(BIN, args).unwrap();
     }
 }
 
 #[test]
 fn print_capabilities_is_json() {
-    let (code, out, _) = run(&["--print-capabilities"]);
-    assert_eq!(code, 0);
-    assert_eq!(out.trim(), r#"{"type": "fs", "features": []}"#);
-    let (code, out, _) = run(&["--help"]);
-    assert_eq!(code, 0);
+    let r = run(&["--print-capabilities"]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.stdout.trim(), r#"{"type": "fs", "features": []}"#);
+    let Finished {
+        code, stdout: out, ..
+    } = run(&["--help"]);
+    assert_eq!(code, Some(0));
     for flag in [
         "--shared-dir",
         "--tag",
