@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use cradle_testbed::registry::DockerRegistry;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -257,27 +258,17 @@ fn from_oci_layout() {
 
 #[test]
 fn from_a_loopback_registry() {
-    let reg = start_registry();
+    let reg = DockerRegistry::start().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
     busybox_docker_archive(&ctx.path().join("base.tar"));
-    let st = Command::new("skopeo")
-        .current_dir(ctx.path())
-        .args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "docker-archive:base.tar",
-        ])
-        .arg(format!("docker://{}/base/busybox:1", reg.addr))
-        .status()
+    reg.push_from(ctx.path(), "docker-archive:base.tar", "base/busybox:1")
         .unwrap();
-    assert!(st.success());
     fs::write(
         ctx.path().join("Dockerfile"),
         format!(
             "FROM {}/base/busybox:1\nRUN echo pulled > /pulled\n",
-            reg.addr
+            reg.addr()
         ),
     )
     .unwrap();
@@ -294,7 +285,7 @@ fn from_a_loopback_registry() {
     // An unknown tag is one clear error.
     fs::write(
         ctx.path().join("Dockerfile"),
-        format!("FROM docker://{}/base/busybox:nope\n", reg.addr),
+        format!("FROM {}\n", reg.reference("base/busybox:nope")),
     )
     .unwrap();
     let o = build(keys.path(), ctx.path(), &out, &[]);

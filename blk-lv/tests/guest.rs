@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use cradle_testbed::daemon::terminate;
 use cradle_testbed::QemuGuest;
 
 const MODULES: &[&str] = &["virtio_pci", "virtio_blk"];
@@ -55,8 +56,7 @@ impl Daemon {
 
     /// SIGTERM, exit 0, and the daemon's log.
     fn stop(&mut self) -> String {
-        signal(&self.child, libc::SIGTERM);
-        let st = wait_exit(&mut self.child, 30);
+        let st = terminate(&mut self.child, Duration::from_secs(30));
         let mut log = String::new();
         use std::io::Read;
         self.child

@@ -2,22 +2,19 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use cradle_devices::driver::blk::{BlkRequest, S_OK};
+use cradle_testbed::daemon::{
+    pass_fd_as_3, refused_usage, run_to_end, terminate, Daemon, Finished,
+};
 
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn run(args: &[&str]) -> Finished {
+    run_to_end(BIN, args).unwrap()
 }
 
 #[test]
@@ -57,24 +54,22 @@ fn bad_flags_exit_2_with_one_line() {
         &["--socket", "/x.sock", "--path", img, "--log-level", "lo[ud"],
     ];
     for args in cases {
-        let (code, _, err) = run(args);
-        assert_eq!(code, 2, "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        refused_usage(BIN, args).unwrap();
     }
 }
 
 #[test]
 fn print_capabilities_is_json() {
-    let (code, out, _) = run(&["--print-capabilities"]);
-    assert_eq!(code, 0);
-    assert_eq!(out.trim(), r#"{"type": "block", "features": []}"#);
+    let r = run(&["--print-capabilities"]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.stdout.trim(), r#"{"type": "block", "features": []}"#);
 }
 
 #[test]
 fn missing_backing_file_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
-    let (code, _, err) = run(&[
+    let r = run(&[
         "--socket",
         sock.to_str().unwrap(),
         "--path",
@@ -82,8 +77,8 @@ fn missing_backing_file_fails_cleanly() {
         "--sandbox",
         "none",
     ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("/nonexistent/disk"), "{err}");
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("/nonexistent/disk"), "{}", r.stderr);
 }
 
 #[test]
@@ -95,34 +90,23 @@ fn notifies_ready_after_listening_and_drains_on_sigterm() {
         .set_len(64 << 20)
         .unwrap();
     let sock = dir.path().join("blk.sock");
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "--socket",
-            sock.to_str().unwrap(),
-            "--path",
-            img.to_str().unwrap(),
-        ])
-        .args([
-            "--sandbox",
-            "none",
-            "--seccomp",
-            "none",
-            "--num-queues",
-            "2",
-        ])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(ChildGuard)
-        .unwrap();
-    let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--socket",
+        sock.to_str().unwrap(),
+        "--path",
+        img.to_str().unwrap(),
+    ])
+    .args([
+        "--sandbox",
+        "none",
+        "--seccomp",
+        "none",
+        "--num-queues",
+        "2",
+    ])
+    .stderr(Stdio::piped());
+    let mut child = Daemon::spawn_ready(&mut cmd, Duration::from_secs(10)).unwrap();
     // READY=1 came after the socket was listening.
     let (_drv, mut qs) = connect(&sock, 2, 256);
     let q = &mut qs[0];
@@ -142,10 +126,10 @@ fn notifies_ready_after_listening_and_drains_on_sigterm() {
     q.kick().unwrap();
     // SIGTERM once the daemon is busy with the batch (first completion in).
     let mut done = q.reap(Duration::from_secs(10)).unwrap();
-    signal(&child, libc::SIGTERM);
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1");
-    let st = wait_exit(&mut child, 30).expect("daemon exited");
+    child.signal(libc::SIGTERM).unwrap();
+    let stopping = child.notification(Duration::from_secs(10)).unwrap();
+    assert_eq!(stopping, "STOPPING=1");
+    let st = child.wait_exit(Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0));
     // Every request the daemon answered succeeded and is on disk.
     done.extend(q.poll().unwrap());
@@ -159,13 +143,7 @@ fn notifies_ready_after_listening_and_drains_on_sigterm() {
             c.tag
         );
     }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = child.stderr_text().unwrap();
     assert!(err.contains("drain finished"), "{err}");
 }
 
@@ -179,9 +157,8 @@ fn serves_an_inherited_socket_fd() {
         .unwrap();
     let sock = dir.path().join("inherited.sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    use std::os::fd::AsRawFd;
-    let fd = listener.as_raw_fd();
     let mut cmd = Command::new(BIN);
+    pass_fd_as_3(&mut cmd, listener.as_raw_fd());
     cmd.args([
         "--fd",
         "3",
@@ -192,26 +169,13 @@ fn serves_an_inherited_socket_fd() {
         "--seccomp",
         "none",
     ]);
-    // SAFETY: dup2 and fcntl are async-signal-safe; this runs in the child
-    // between fork and exec and touches only fd 3.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                // dup2 onto itself keeps FD_CLOEXEC: clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = ChildGuard(cmd.stderr(Stdio::null()).spawn().unwrap());
     drop(listener);
     let (_drv, mut qs) = connect(&sock, 1, 64);
     qs[0].write(8, &[0x42; 4096]).unwrap();
     assert_eq!(qs[0].read(8, 4096).unwrap(), vec![0x42; 4096]);
-    signal(&child, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut child, 10).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        terminate(&mut child, Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::*;
 use cradle_devices::driver::blk::{BlkRequest, S_OK};
@@ -72,7 +73,7 @@ fn namespace_sandbox_shows_only_what_it_serves() {
         "--num-queues",
         "2",
     ]);
-    let pid = child.id();
+    let pid = child.child().id();
     assert!(eventually(|| root_entries(pid)
         == BTreeSet::from([
             "disk.img".to_string(),
@@ -95,18 +96,20 @@ fn namespace_sandbox_shows_only_what_it_serves() {
             .unwrap()
             .count()
     };
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(200));
     let before = fds();
     for _ in 0..5 {
         workload(&sock);
     }
     assert!(eventually(|| fds() <= before), "fds {before} -> {}", fds());
-    assert!(child.try_wait().unwrap().is_none(), "daemon still alive");
+    assert!(
+        child.child().try_wait().unwrap().is_none(),
+        "daemon still alive"
+    );
     // The host file got the writes.
     assert_eq!(std::fs::read(&img).unwrap()[..8192], pattern(0, 8192)[..]);
-    signal(&child, libc::SIGTERM);
     assert_eq!(
-        wait_exit(&mut child, 10).and_then(|s| s.code()),
+        child.terminate(Duration::from_secs(10)).unwrap().code(),
         Some(0),
         "clean exit, not SIGSYS"
     );
@@ -129,13 +132,15 @@ fn chroot_sandbox_shows_nothing() {
         "--sandbox",
         "chroot",
     ]);
-    let pid = child.id();
+    let pid = child.child().id();
     assert!(eventually(|| root_entries(pid).is_empty()));
     let (_drv, mut qs) = connect(&sock, 1, 64);
     qs[0].write(0, &[5; 4096]).unwrap();
     assert_eq!(qs[0].read(0, 4096).unwrap(), vec![5; 4096]);
-    signal(&child, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut child, 10).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        child.terminate(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
 }
 
 #[test]

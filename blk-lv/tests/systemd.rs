@@ -5,84 +5,26 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use cradle_testbed::daemon::Daemon;
+use cradle_testbed::unit::TemplateUnit;
 
-const UNIT: &str = include_str!("../blk-lv@.service");
-const INSTALLED: &str = "/usr/local/bin/blk-lv";
-
-fn unit_with_binary() -> String {
-    assert!(UNIT.contains(INSTALLED));
-    UNIT.replace(INSTALLED, BIN)
-}
-
-fn key(unit: &str, k: &str) -> String {
-    unit.lines()
-        .find_map(|l| l.strip_prefix(&format!("{k}=")))
-        .unwrap_or_else(|| panic!("no {k}="))
-        .to_string()
+fn unit() -> TemplateUnit {
+    TemplateUnit::new("blk-lv", include_str!("../blk-lv@.service"))
 }
 
 #[test]
 fn template_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
+    let built = unit().with_binary(Path::new(BIN)).unwrap();
     for name in ["blk-lv@.service", "blk-lv@vol0.service"] {
-        let path = dir.path().join(name);
-        std::fs::write(&path, unit_with_binary()).unwrap();
-        let out = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: {err}");
-        assert!(err.trim().is_empty(), "{name}: warnings: {err}");
+        built.verify(dir.path(), name).unwrap();
     }
-    assert_eq!(key(UNIT, "Type"), "notify");
-    // An operator's file in /etc, kcradle's in /run (wins); one must exist.
-    let envs: Vec<&str> = UNIT
-        .lines()
-        .filter_map(|l| l.strip_prefix("EnvironmentFile="))
-        .collect();
-    assert_eq!(
-        envs,
-        ["-/etc/cradle/blk-lv/%i.env", "-/run/cradle/blk-lv/%i.env"]
-    );
-    let asserts: Vec<&str> = UNIT
-        .lines()
-        .filter_map(|l| l.strip_prefix("AssertPathExists=|"))
-        .collect();
-    assert_eq!(envs.iter().map(|e| &e[1..]).collect::<Vec<_>>(), asserts);
-    assert_eq!(key(UNIT, "KillSignal"), "SIGTERM");
-}
-
-/// Expands `${VAR}`, `$VAR` (split into words) and `%i` like systemd.
-fn expand(exec: &str, env: &[(&str, &str)], instance: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for word in exec.split_whitespace() {
-        let w = word.replace("%i", instance);
-        if let Some(name) = w.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-            out.push(
-                env.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-                    .unwrap_or_default(),
-            );
-        } else if let Some(name) = w.strip_prefix('$') {
-            let v = env
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| *v)
-                .unwrap_or("");
-            out.extend(v.split_whitespace().map(String::from));
-        } else {
-            out.push(w);
-        }
-    }
-    out
+    unit().check_conventions().unwrap();
 }
 
 #[test]
@@ -100,30 +42,22 @@ fn exec_start_runs_as_systemd_would() {
         ("BLK_LV_SERIAL", "lv-vol0"),
         ("BLK_LV_ARGS", "--num-queues 2 --iops 100000"),
     ];
-    let argv = expand(
-        &key(&unit_with_binary(), "ExecStart"),
-        &env,
-        "kc0-pod-blk-vol0",
-    );
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .spawn()
-        .map(ChildGuard)
-        .unwrap();
-    let mut buf = [0u8; 32];
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1");
+    let argv = unit()
+        .with_binary(Path::new(BIN))
+        .unwrap()
+        .exec_start(&env, "kc0-pod-blk-vol0");
+    let mut child = Daemon::spawn_ready(
+        Command::new(&argv[0]).args(&argv[1..]),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let (_drv, mut qs) = connect(&sock, 2, 64);
     let id = qs[0]
         .execute(cradle_devices::driver::blk::BlkRequest::GetId)
         .unwrap();
     assert_eq!(&id.data[..8], b"lv-vol0\0", "--serial ${{BLK_LV_SERIAL}}");
-    signal(&child, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut child, 10).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        child.terminate(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
+    );
 }

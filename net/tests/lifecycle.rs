@@ -7,8 +7,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{daemon_bin, frame, Daemon, NetNs, PacketSocket, ETH_TEST};
-use cradle_devices::driver::{Buffer, Driver, DriverConfig};
+use common::{connect_two_pairs, daemon_bin, frame, transmit_and_see, Daemon, NetNs, PacketSocket};
+use cradle_devices::driver::{Driver, DriverConfig};
+use cradle_testbed::daemon::refused_usage;
 
 #[test]
 fn bad_flags_exit_2_with_one_line() {
@@ -26,15 +27,12 @@ fn bad_flags_exit_2_with_one_line() {
         &["--socket", "s", "--tap", "t", "--log-level", "loud=x=y"],
         &["--socket", "s", "--tap", "t", "--what"],
     ] {
-        let out = Command::new(daemon_bin()).args(args).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
         if args[1] == "/nonexistent/x.sock" {
             // A good flag set whose socket cannot be made is a runtime
             // failure, not a usage error.
             continue;
         }
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        refused_usage(daemon_bin().to_str().unwrap(), args).unwrap();
     }
 }
 
@@ -143,33 +141,9 @@ fn inherited_tap_fds_carry_traffic() {
     let mut d = Daemon::start(&ns, &["--tap-fd", &fds, "--num-queue-pairs", "2"]);
     drop((q0, q1));
     let sock = PacketSocket::open(&ns, "ntfd");
-    let mut drv = Driver::connect(
-        &d.socket,
-        DriverConfig {
-            num_queues: 5,
-            queue_size: 64,
-            memory_bytes: 4 << 20,
-            features: u64::MAX,
-        },
-    )
-    .unwrap();
+    let mut drv = connect_two_pairs(&d.socket);
     let mut qs = drv.take_queues();
-    let mem = drv.memory().clone();
-    let f = frame(120, 3);
-    let a = mem.alloc(12 + f.len() as u64, 64).unwrap();
-    qs[1].write(a, &[0u8; 12]).unwrap();
-    qs[1].write(vm_memory::GuestAddress(a.0 + 12), &f).unwrap();
-    let head = qs[1]
-        .add_chain(&[Buffer::readable(a, 12 + f.len() as u32)])
-        .unwrap();
-    qs[1].kick().unwrap();
-    qs[1]
-        .wait_head(head, Duration::from_secs(5), &mut Vec::new())
-        .unwrap();
-    assert_eq!(
-        sock.recv(ETH_TEST, Duration::from_secs(5)).as_deref(),
-        Some(&f[..])
-    );
+    transmit_and_see(&mut qs[1], &sock, &frame(120, 3));
     drop(drv);
     assert!(d.log_text().contains("created=false"));
     assert_eq!(d.stop(), Some(0));
@@ -244,7 +218,6 @@ fn an_inherited_listening_socket_is_served() {
     let mut drv = drv.expect("daemon never served the inherited socket");
     assert_eq!(drv.get_config(8, 2).unwrap(), vec![1, 0]);
     drop(drv);
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let st = cradle_testbed::daemon::terminate(&mut child, Duration::from_secs(10));
+    assert_eq!(st.and_then(|s| s.code()), Some(0));
 }

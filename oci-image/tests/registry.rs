@@ -7,79 +7,16 @@ use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use cradle_image::write::write_docker_archive;
 use cradle_image::{ImageError, ImageRef, PullOptions, UnpackOptions};
+use cradle_testbed::registry::{free_port, DockerRegistry};
 
-/// A docker-registry process on a free loopback port, killed on drop.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_registry() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry installed (see ci/packages-bali.txt)");
-    let reg = Registry {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let t = Instant::now();
-    while TcpStream::connect(&reg.addr).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    reg
-}
-
-fn push(dir: &Path, reg: &str, name: &str) {
+fn push(dir: &Path, reg: &DockerRegistry, name: &str) {
     let p = dir.join("bb.tar");
     write_docker_archive(&p, &config(), &layers(), "busybox:test").unwrap();
-    tool(Command::new("skopeo").current_dir(dir).args([
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        "docker-archive:bb.tar",
-        &format!("docker://{reg}/{name}"),
-    ]));
+    reg.push_from(dir, "docker-archive:bb.tar", name).unwrap();
 }
 
 fn pull(r: &str, cache: &Path) -> cradle_image::Result<tempfile::TempDir> {
@@ -92,11 +29,11 @@ fn pull(r: &str, cache: &Path) -> cradle_image::Result<tempfile::TempDir> {
 
 #[test]
 fn pull_by_tag_and_digest_with_a_shared_cache() {
-    let reg = start_registry();
+    let reg = DockerRegistry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    push(dir.path(), &reg.addr, "team/bb:v1");
+    push(dir.path(), &reg, "team/bb:v1");
     let cache = tempfile::tempdir().unwrap();
-    let root = pull(&format!("docker://{}/team/bb:v1", reg.addr), cache.path()).unwrap();
+    let root = pull(&format!("docker://{}/team/bb:v1", reg.addr()), cache.path()).unwrap();
     check_rootfs(root.path());
     let cached: Vec<_> = std::fs::read_dir(cache.path().join("sha256"))
         .unwrap()
@@ -109,10 +46,10 @@ fn pull_by_tag_and_digest_with_a_shared_cache() {
         "--tls-verify=false",
         "--format",
         "{{.Digest}}",
-        &format!("docker://{}/team/bb:v1", reg.addr),
+        &format!("docker://{}/team/bb:v1", reg.addr()),
     ]));
     let root = pull(
-        &format!("{}/team/bb@{}", reg.addr, inspect.trim()),
+        &format!("{}/team/bb@{}", reg.addr(), inspect.trim()),
         cache.path(),
     )
     .unwrap();
@@ -127,7 +64,11 @@ fn pull_by_tag_and_digest_with_a_shared_cache() {
     opts.progress = Some(std::sync::Arc::new(move |d, done, total| {
         log.lock().unwrap().push((d.to_string(), done, total));
     }));
-    let r = ImageRef::parse(&format!("docker://{}/team/bb:v1", reg.addr), Path::new("/")).unwrap();
+    let r = ImageRef::parse(
+        &format!("docker://{}/team/bb:v1", reg.addr()),
+        Path::new("/"),
+    )
+    .unwrap();
     r.open_with(&opts).unwrap();
     let events = seen.lock().unwrap().clone();
     let finished: std::collections::BTreeSet<_> = events
@@ -146,15 +87,19 @@ fn pull_by_tag_and_digest_with_a_shared_cache() {
     let mid = data.len() / 2;
     data[mid] ^= 1;
     std::fs::write(&cached[0], &data).unwrap();
-    let e = pull(&format!("docker://{}/team/bb:v1", reg.addr), cache.path()).unwrap_err();
+    let e = pull(&format!("docker://{}/team/bb:v1", reg.addr()), cache.path()).unwrap_err();
     assert!(e.to_string().contains("digest mismatch"), "{e}");
 
-    let e = pull(&format!("docker://{}/team/bb:nope", reg.addr), cache.path()).unwrap_err();
+    let e = pull(
+        &format!("docker://{}/team/bb:nope", reg.addr()),
+        cache.path(),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, ImageError::Registry(ref m) if m.contains("404")),
         "{e}"
     );
-    let e = pull(&format!("docker://{}/other:v1", reg.addr), cache.path()).unwrap_err();
+    let e = pull(&format!("docker://{}/other:v1", reg.addr()), cache.path()).unwrap_err();
     assert!(matches!(e, ImageError::Registry(_)), "{e}");
 }
 
@@ -250,10 +195,10 @@ fn token_gate(upstream: String) -> String {
 
 #[test]
 fn bearer_token_auth() {
-    let reg = start_registry();
+    let reg = DockerRegistry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    push(dir.path(), &reg.addr, "team/bb:v1");
-    let gate = token_gate(reg.addr.clone());
+    push(dir.path(), &reg, "team/bb:v1");
+    let gate = token_gate(reg.addr());
     let cache = tempfile::tempdir().unwrap();
     let root = pull(&format!("docker://{gate}/team/bb:v1"), cache.path()).unwrap();
     check_rootfs(root.path());
@@ -275,7 +220,7 @@ fn server_errors_and_unreachable() {
     let e = pull(&format!("docker://{addr}/x:1"), cache.path()).unwrap_err();
     assert!(e.to_string().contains("HTTP 500"), "{e}");
     let e = pull(
-        &format!("docker://127.0.0.1:{}/x:1", free_port()),
+        &format!("docker://127.0.0.1:{}/x:1", free_port().unwrap()),
         cache.path(),
     )
     .unwrap_err();

@@ -392,12 +392,7 @@ impl CephCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    TestbedError::MissingTool("ceph-fuse (package ceph-fuse)".into())
-                }
-                _ => TestbedError::io("ceph-fuse", e),
-            })?;
+            .map_err(|e| TestbedError::spawn("ceph-fuse", "ceph-fuse", e))?;
         let mut mount = FuseMount {
             path: mountpoint.to_path_buf(),
             child,

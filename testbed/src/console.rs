@@ -53,13 +53,10 @@ pub(crate) fn run_with_console(
 ) -> Result<Captured, TestbedError> {
     let start = Instant::now();
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let mut child = KillOnDrop(cmd.spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            TestbedError::MissingTool(format!("{program} (package qemu-system-x86)"))
-        } else {
-            TestbedError::io(&program, e)
-        }
-    })?);
+    let mut child = KillOnDrop(
+        cmd.spawn()
+            .map_err(|e| TestbedError::spawn(&program, "qemu-system-x86", e))?,
+    );
     let console = Arc::new(Mutex::new(Vec::new()));
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let readers = [

@@ -7,6 +7,10 @@
 //!   exit status, its output and the whole serial console.
 //! - [`NestedHost`] boots an L1 guest with an emulated SVM CPU in which KVM
 //!   works, to test the VMM end to end (L2 boots on L1's `/dev/kvm`).
+//! - [`daemon::Daemon`] starts one of our daemons the way systemd does
+//!   (`NOTIFY_SOCKET`, `READY=1`, SIGTERM) and [`unit::TemplateUnit`]
+//!   checks its systemd template unit.
+//! - [`registry::DockerRegistry`] is a real OCI registry on loopback.
 //! - [`kvm::detect`] tells whether the host's own `/dev/kvm` can run guest
 //!   kernels at speed, in which case the VMM can be tested directly.
 //!
@@ -25,12 +29,15 @@
 
 pub mod ceph;
 mod console;
+pub mod daemon;
 mod init_script;
 mod kernel;
 pub mod kvm;
 mod nested;
 pub mod peers;
 mod qemu;
+pub mod registry;
+pub mod unit;
 mod vmlinux;
 
 use std::path::{Path, PathBuf};
@@ -115,6 +122,18 @@ pub enum TestbedError {
         /// The serial console up to the kill.
         console: String,
     },
+    /// A daemon or tool under test misbehaved (no READY=1, no exit after
+    /// SIGTERM, a failed push).
+    #[error("daemon: {0}")]
+    Daemon(String),
+    /// A systemd unit failed a check.
+    #[error("unit {unit}: {why}")]
+    Unit {
+        /// The unit's file name.
+        unit: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// QEMU exited before the script reported a status (kernel panic,
     /// QEMU error, missing vhost-user socket, ...).
     #[error("guest ended without reporting a status\n--- qemu ---\n{qemu_stderr}\n--- console (tail) ---\n{}", tail(console))]
@@ -131,6 +150,17 @@ impl TestbedError {
         TestbedError::Io {
             what: what.as_ref().display().to_string(),
             source,
+        }
+    }
+
+    /// Running the host tool `program` failed: when it is not installed,
+    /// says which Debian `package` brings it.
+    fn spawn(program: &str, package: &str, source: std::io::Error) -> Self {
+        match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                TestbedError::MissingTool(format!("{program} (package {package})"))
+            }
+            _ => TestbedError::io(program, source),
         }
     }
 }

@@ -95,12 +95,7 @@ impl QemuStorageDaemon {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => TestbedError::MissingTool(
-                    "qemu-storage-daemon (package qemu-system-x86)".into(),
-                ),
-                _ => TestbedError::io("qemu-storage-daemon", e),
-            })?;
+            .map_err(|e| TestbedError::spawn("qemu-storage-daemon", "qemu-system-x86", e))?;
         let mut qsd = QemuStorageDaemon {
             child,
             socket: socket.to_path_buf(),

@@ -1,14 +1,14 @@
 //! GFS over CephFS under the real Linux virtiofs driver: the workload of
-//! `qemu_workload.rs` against the native backend and against our
+//! `qemu_workload.rs` (module `workload`) against the native backend and against our
 //! passthrough over a ceph-fuse mount (host view read through ceph-fuse),
 //! two guests on two daemons with two Ceph clients seeing each other's
 //! writes and renames with `--cache never`, and an MDS restart under a
 //! writing guest losing nothing.
 
 mod common;
+mod workload;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,40 +16,7 @@ use std::time::{Duration, Instant};
 use common::{start, Which};
 use cradle_testbed::ceph::CephCluster;
 use cradle_testbed::QemuGuest;
-
-/// The guest side of `qemu_workload.rs` (same operations, same checks).
-const WORKLOAD: &str = r#"
-set -e
-mount -t virtiofs gfs /mnt
-cd /mnt
-cat host.txt
-echo hello > f
-echo world >> f
-test "$(cat f)" = "$(printf 'hello\nworld')"
-truncate -s 5 f
-test "$(cat f)" = hello
-mv f g
-test ! -e f
-ln g hard
-ln -s g soft
-test "$(readlink soft)" = g
-test "$(stat -c %h g)" = 2
-mkdir -p d/e
-rmdir d/e
-echo x > d/gone
-rm d/gone
-chmod 640 g
-chown 1234:4321 g
-touch -d '2001-02-03 04:05:06' g
-setfattr -n user.gfs -v hello g
-test "$(getfattr --only-values -n user.gfs g)" = hello
-dd if=/dev/zero of=big bs=64k count=16 2>/dev/null
-fio --name=mm --filename=/mnt/mmap --size=256k --bs=4k --rw=write --ioengine=mmap --verify=crc32c --do_verify=1 --output=/dev/null
-sync
-ls -la /mnt > /dev/null
-stat -c '%n %a %u %g %s' g
-echo WORKLOAD-OK
-"#;
+use workload::{check_host_view, check_run, guest, seed, two_guests, WORKLOAD};
 
 /// Our daemon with the native backend on `cluster`, rooted at `root`,
 /// default sandbox and seccomp; killed on drop.
@@ -88,41 +55,6 @@ fn native(cluster: &CephCluster, root: &str, sock: &Path, cache: &str) -> Native
     Native { child }
 }
 
-fn guest(sock: &Path) -> QemuGuest {
-    QemuGuest::new()
-        .vhost_user_fs(sock, "gfs")
-        .binary("/usr/bin/setfattr")
-        .binary("/usr/bin/getfattr")
-        .binary("/usr/bin/fio")
-}
-
-fn check_host_view(t: &Path) {
-    assert_eq!(fs::read(t.join("g")).unwrap(), b"hello");
-    assert!(!t.join("f").exists());
-    let g = fs::metadata(t.join("g")).unwrap();
-    assert_eq!(g.mode() & 0o7777, 0o640);
-    assert_eq!((g.uid(), g.gid()), (1234, 4321));
-    assert_eq!(g.mtime(), 981_173_106, "2001-02-03 04:05:06 UTC");
-    assert_eq!(g.nlink(), 2);
-    assert_eq!(fs::metadata(t.join("hard")).unwrap().ino(), g.ino());
-    assert_eq!(fs::read_link(t.join("soft")).unwrap(), Path::new("g"));
-    assert!(t.join("d").is_dir() && !t.join("d/e").exists() && !t.join("d/gone").exists());
-    assert_eq!(fs::read(t.join("big")).unwrap(), vec![0u8; 1 << 20]);
-    assert_eq!(fs::metadata(t.join("mmap")).unwrap().len(), 256 << 10);
-    let out = Command::new("getfattr")
-        .args(["--only-values", "-n", "user.gfs"])
-        .arg(t.join("g"))
-        .output()
-        .unwrap();
-    assert_eq!(out.stdout, b"hello");
-}
-
-fn check_run(out: &str) {
-    assert!(out.contains("written on the host"), "{out}");
-    assert!(out.contains("WORKLOAD-OK"), "{out}");
-    assert!(out.contains("g 640 1234 4321 5"), "{out}");
-}
-
 /// A cluster, a ceph-fuse mount of it for the host view, and `sub`
 /// created in it with `host.txt`.
 fn cluster_with(
@@ -138,7 +70,7 @@ fn cluster_with(
     let mnt = cluster.mount_fuse(&t.path().join("mnt")).unwrap();
     let dir = mnt.path().join(sub);
     fs::create_dir(&dir).unwrap();
-    fs::write(dir.join("host.txt"), "written on the host\n").unwrap();
+    seed(&dir);
     (cluster, t, mnt, dir)
 }
 
@@ -200,22 +132,7 @@ fn qemu_ceph_two_guests_two_clients_coherent_with_cache_never() {
     // Two daemons, each its own Ceph client.
     let _da = native(&cluster, "/shared", &sa, "never");
     let _db = native(&cluster, "/shared", &sb, "never");
-    let ta = {
-        let sa = sa.clone();
-        std::thread::spawn(move || {
-            QemuGuest::new()
-                .vhost_user_fs(&sa, "gfs")
-                .run(&peer_script("a", "b"))
-        })
-    };
-    let rb = QemuGuest::new()
-        .vhost_user_fs(&sb, "gfs")
-        .run(&peer_script("b", "a"));
-    let ra = ta.join().unwrap();
-    let (ra, rb) = match (ra, rb) {
-        (Ok(a), Ok(b)) => (a, b),
-        (a, b) => panic!("guest a: {a:?}\nguest b: {b:?}"),
-    };
+    let (ra, rb) = two_guests(&sa, &sb, peer_script);
     for (r, peer) in [(&ra, "b"), (&rb, "a")] {
         assert!(r.output.contains(&format!("seen {peer} 2")), "{}", r.output);
         assert!(

@@ -3,6 +3,7 @@
 //! writes with `--cache never`.
 
 mod common;
+mod workload;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use common::{start, Which};
 use cradle_testbed::QemuGuest;
+use workload::two_guests;
 
 #[test]
 fn qemu_lists_a_tree_of_10000_files() {
@@ -106,22 +108,7 @@ fn qemu_two_guests_see_each_others_writes_with_cache_never() {
     );
     let _da = start(Which::Ours, tree.path(), &sa, "never", &[]);
     let _db = start(Which::Ours, tree.path(), &sb, "never", &[]);
-    let ta = {
-        let sa = sa.clone();
-        std::thread::spawn(move || {
-            QemuGuest::new()
-                .vhost_user_fs(&sa, "gfs")
-                .run(&peer_script("a", "b"))
-        })
-    };
-    let rb = QemuGuest::new()
-        .vhost_user_fs(&sb, "gfs")
-        .run(&peer_script("b", "a"));
-    let ra = ta.join().unwrap();
-    let (ra, rb) = match (ra, rb) {
-        (Ok(a), Ok(b)) => (a, b),
-        (a, b) => panic!("guest a: {a:?}\nguest b: {b:?}"),
-    };
+    let (ra, rb) = two_guests(&sa, &sb, peer_script);
     assert!(ra.output.contains("seen b 2"), "{}", ra.output);
     assert!(rb.output.contains("seen a 2"), "{}", rb.output);
     assert_eq!(fs::read_to_string(tree.path().join("a")).unwrap(), "2\n");

@@ -22,43 +22,22 @@ use std::time::Duration;
 mod common;
 
 use cradle_image::write::write_docker_archive;
-use cradle_image::ImageConfig;
 use cradle_initramfs::ModuleIndex;
 use cradle_testbed::{Kernel, NestedHost};
 use cradle_vmm::launcher::initrd::GUEST_MODULES;
 
 const KCRADLE: &str = env!("CARGO_BIN_EXE_kcradle");
 
+/// A binary cargo built beside kcradle (the daemons and cradle-init).
 fn sibling(name: &str) -> std::path::PathBuf {
-    let p = Path::new(KCRADLE).with_file_name(name);
-    if !p.is_file() {
-        let target = Path::new(KCRADLE).parent().unwrap().parent().unwrap();
-        let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--bins", "-p", "blk-lv", "-p", "virtiofsd-gfs"])
-            .args(["-p", "net-tap", "-p", "cradle-guest"])
-            .env("CARGO_TARGET_DIR", target)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    p
+    common::build_binaries();
+    common::bin_dir().join(name)
 }
 
 /// busybox httpd serving /www (holding `index`) on port 80, as a
 /// docker-archive.
 fn web_image(path: &Path, index: &str) {
-    let cfg = ImageConfig {
-        entrypoint: Some(vec!["/bin/busybox".into()]),
-        cmd: Some(vec![
-            "httpd".into(),
-            "-f".into(),
-            "-p".into(),
-            "80".into(),
-            "-h".into(),
-            "/www".into(),
-        ]),
-        ..Default::default()
-    };
+    let cfg = common::httpd_config();
     write_docker_archive(path, &cfg, &[common::web_layer(index)], "demo/web:1").unwrap();
 }
 
@@ -93,13 +72,14 @@ fn summon_here(bundle: &Path, image: &str, state: &Path) {
 /// `preg/` and `poci/` (they have no volumes, so no host paths).
 fn host_bundles(dir: &Path) -> std::path::PathBuf {
     let state = dir.join("host-state");
-    let reg = common::Registry::start(dir);
+    let reg = cradle_testbed::registry::DockerRegistry::start().unwrap();
     let archive = dir.join("reg.tar");
     web_image(&archive, "hello from the registry\n");
     reg.push(
         &format!("docker-archive:{}", archive.display()),
         "demo/web:v1",
-    );
+    )
+    .unwrap();
     summon_here(&dir.join("preg"), &reg.reference("demo/web:v1"), &state);
     common::umoci_layout(dir, "layout", "v1", "hello from umoci\n", OCI_CMD);
     let oci = format!("oci:{}:v1", dir.join("layout").display());

@@ -14,7 +14,8 @@ use cradle_image::ImageConfig;
 
 mod common;
 
-use common::{web_layer, Registry};
+use common::web_layer;
+use cradle_testbed::registry::DockerRegistry;
 
 fn kcradle() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kcradle"))
@@ -22,19 +23,10 @@ fn kcradle() -> Command {
 
 fn web_config() -> ImageConfig {
     ImageConfig {
-        entrypoint: Some(vec!["/bin/busybox".into()]),
-        cmd: Some(vec![
-            "httpd".into(),
-            "-f".into(),
-            "-p".into(),
-            "80".into(),
-            "-h".into(),
-            "/www".into(),
-        ]),
         env: vec!["PATH=/bin".into(), "GREETING=hi".into()],
         working_dir: "/www".into(),
         exposed_ports: vec!["80/tcp".into()],
-        ..Default::default()
+        ..common::httpd_config()
     }
 }
 
@@ -222,14 +214,15 @@ fn biggest_blob(root: &Path) -> PathBuf {
 fn from_registry_pushed_by_skopeo() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let reg = Registry::start(d);
+    let reg = DockerRegistry::start().unwrap();
     let archive = make_archive(d);
     reg.push(
         &format!("docker-archive:{}", archive.display()),
         "demo/web:v1",
-    );
+    )
+    .unwrap();
     let state = d.join("state");
-    let r = format!("docker://127.0.0.1:{}/demo/web:v1", reg.port);
+    let r = reg.reference("demo/web:v1");
     let out = summon(&[d.join("b1").to_str().unwrap(), &r], &state);
     assert!(
         out.status.success(),
@@ -251,7 +244,7 @@ fn from_registry_pushed_by_skopeo() {
         ])
         .arg("--state-dir")
         .arg(&state)
-        .env("KCRADLE_REGISTRY", format!("127.0.0.1:{}", reg.port))
+        .env("KCRADLE_REGISTRY", reg.addr())
         .output()
         .unwrap();
     assert!(
@@ -265,13 +258,13 @@ fn from_registry_pushed_by_skopeo() {
     // Unknown image and unknown tag.
     let before = listing(d);
     for missing in ["demo/nothere:v1", "demo/web:v2"] {
-        let r = format!("127.0.0.1:{}/{missing}", reg.port);
+        let r = format!("{}/{missing}", reg.addr());
         let out = summon(&[d.join("b3").to_str().unwrap(), &r], &state);
         assert_refused(&out, d, &before, "not found");
     }
 
     // A corrupt layer in the registry: refused by digest, nothing cached.
-    let blob = biggest_blob(&reg.storage);
+    let blob = biggest_blob(reg.storage());
     let mut data = fs::read(&blob).unwrap();
     let mid = data.len() / 2;
     data[mid] ^= 0x40;
@@ -303,8 +296,8 @@ fn files_under(root: &Path) -> usize {
     n
 }
 
-fn r_of(reg: &Registry) -> String {
-    format!("docker://127.0.0.1:{}/demo/web:v1", reg.port)
+fn r_of(reg: &DockerRegistry) -> String {
+    reg.reference("demo/web:v1")
 }
 
 /// A registry that answers every request with 500.

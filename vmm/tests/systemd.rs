@@ -11,14 +11,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{bin_dir, build_binaries, Netns};
 use cradle_image::write::write_docker_archive;
 use cradle_image::ImageConfig;
+use cradle_testbed::daemon::Daemon;
+use cradle_testbed::unit::TemplateUnit;
 use cradle_vmm::launcher::pods::PodRecord;
 use cradle_vmm::launcher::state::StateDir;
 
@@ -117,39 +118,24 @@ fn parse_units(plan: &str) -> (Vec<Planned>, Vec<String>) {
 
 /// The template of `program`, as installed: ExecStart pointing at the
 /// built binary, environment files under `env_root` instead of /run/cradle.
-fn template(program: &str, env_root: &Path) -> String {
+fn template(program: &str, env_root: &Path) -> TemplateUnit {
     let file = match program {
         "virtiofsd-gfs" => "virtiofsd-gfs/virtiofsd-gfs@.service",
         "blk-lv" => "blk-lv/blk-lv@.service",
         "net-tap" => "net/net-tap@.service",
         other => panic!("no template for {other}"),
     };
-    let unit = fs::read_to_string(workspace().join(file)).unwrap();
-    let installed = format!("/usr/local/bin/{program}");
-    assert!(unit.contains(&installed));
-    unit.replace(&installed, bin_dir().join(program).to_str().unwrap())
-        .replace("/run/cradle/", &format!("{}/", env_root.display()))
+    let unit = fs::read_to_string(workspace().join(file))
+        .unwrap()
+        .replace("/run/cradle/", &format!("{}/", env_root.display()));
+    TemplateUnit::new(program, &unit)
+        .with_binary(&bin_dir().join(program))
+        .unwrap()
 }
 
-/// `ExecStart` expanded as systemd does: `%i`, `${V}` (one argument),
-/// `$V` (split at whitespace).
-fn expand(unit: &str, env: &BTreeMap<String, String>, instance: &str) -> Vec<String> {
-    let exec = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .unwrap();
-    let mut out = Vec::new();
-    for w in exec.split_whitespace() {
-        let w = w.replace("%i", instance);
-        if let Some(n) = w.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-            out.push(env[n].clone());
-        } else if let Some(n) = w.strip_prefix('$') {
-            out.extend(env[n].split_whitespace().map(String::from));
-        } else {
-            out.push(w);
-        }
-    }
-    out
+/// A planned unit's environment, as `ExecStart` expansion takes it.
+fn env_pairs(env: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 fn program_and_instance(unit: &str) -> (&str, &str) {
@@ -214,21 +200,9 @@ fn planned_units_verify_and_run_the_child_command_lines() {
         let text: String = u.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         fs::write(&env_file, text).unwrap();
         let unit = template(program, &env_root);
-        let path = unit_dir.join(&u.unit);
-        fs::write(&path, &unit).unwrap();
-        let out = Command::new("systemd-analyze")
-            .args(["verify", "--man=no"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && err.trim().is_empty(),
-            "{}: {err}",
-            u.unit
-        );
+        unit.verify(&unit_dir, &u.unit).unwrap();
         // The unit runs what the child mode runs.
-        let argv = expand(&unit, &u.env, instance);
+        let argv = unit.exec_start(&env_pairs(&u.env), instance);
         assert_eq!(Path::new(&argv[0]), bin_dir().join(program));
         assert_eq!(child[0], program);
         assert_eq!(argv[1..], child[1..], "{}", u.unit);
@@ -238,20 +212,11 @@ fn planned_units_verify_and_run_the_child_command_lines() {
     // them: READY=1 on NOTIFY_SOCKET, listening socket, exit 0 on SIGTERM.
     for u in &units[..3] {
         let (program, instance) = program_and_instance(&u.unit);
-        let argv = expand(&template(program, &env_root), &u.env, instance);
-        let notify_path = t.path().join(format!("notify-{instance}"));
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        notify
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let n = notify.recv(&mut buf);
+        let argv = template(program, &env_root).exec_start(&env_pairs(&u.env), instance);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).stdin(Stdio::null());
+        let mut daemon = Daemon::spawn_ready(&mut cmd, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{}: {e}", u.unit));
         let sock = PathBuf::from(
             &u.env[if program == "blk-lv" {
                 "BLK_LV_SOCKET"
@@ -259,22 +224,10 @@ fn planned_units_verify_and_run_the_child_command_lines() {
                 "GFS_SOCKET"
             }],
         );
-        let listening = sock.exists();
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{} ignored SIGTERM", u.unit);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(&buf[..n.unwrap()], b"READY=1", "{}", u.unit);
-        assert!(listening, "{}: no socket", u.unit);
+        assert!(sock.exists(), "{}: no socket", u.unit);
+        let status = daemon
+            .terminate(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{}: {e}", u.unit));
         assert_eq!(status.code(), Some(0), "{}", u.unit);
         let _ = fs::remove_file(&sock);
     }

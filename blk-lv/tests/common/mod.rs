@@ -11,6 +11,7 @@ use clap::Parser;
 use cradle_devices::daemon::{self, DaemonCli};
 use cradle_devices::driver::blk::BlkQueue;
 use cradle_devices::driver::{Driver, DriverConfig};
+use cradle_testbed::daemon::Daemon;
 
 /// A daemon running in this process (so tests can read its counters).
 pub struct InProc {
@@ -147,44 +148,11 @@ pub fn spawn_daemon(sock: &std::path::Path, args: &[&str]) -> ChildGuard {
     child
 }
 
-/// Waits for a child to exit, at most `secs` seconds.
-pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    None
-}
-
-/// Sends `sig` to a child.
-pub fn signal(child: &std::process::Child, sig: i32) {
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
-}
-
-/// Runs blk-lv with `NOTIFY_SOCKET` set and waits (up to 30 s) for its
-/// READY=1, which comes after the sandbox and seccomp are in place.
-pub fn spawn_ready(args: &[&str]) -> ChildGuard {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notify");
-    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let child = ChildGuard(
-        std::process::Command::new(BIN)
-            .args(args)
-            .env("NOTIFY_SOCKET", &path)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut buf = [0u8; 16];
-    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
-    assert_eq!(&buf[..n], b"READY=1");
-    child
+/// Runs blk-lv with `args` the way systemd starts it and waits (up to
+/// 30 s) for its READY=1, which comes after the sandbox and seccomp are in
+/// place. Its stderr is piped.
+pub fn spawn_ready(args: &[&str]) -> Daemon {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args).stderr(std::process::Stdio::piped());
+    Daemon::spawn_ready(&mut cmd, Duration::from_secs(30)).unwrap()
 }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use cradle_devices::driver::{Buffer, Driver, DriverConfig, VirtQueue};
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 pub struct NetNs {
     pub name: String,
@@ -66,20 +68,9 @@ impl NetNs {
     /// Runs `f` on a thread that entered the namespace: sockets created
     /// there stay in it.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap();
-            // SAFETY: setns on a netns fd only changes this thread's namespace.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
+        self.spawn(f).join().unwrap()
     }
-}
 
-impl NetNs {
     /// Like [`NetNs::run`] but in the background.
     pub fn spawn<T: Send + 'static>(
         &self,
@@ -160,20 +151,7 @@ impl Daemon {
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         // `ip netns exec` execs the daemon, so the pid is the daemon's.
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        cradle_testbed::daemon::terminate(&mut child, Duration::from_secs(10))?.code()
     }
 
     /// Stops the daemon and returns its counters for `pair` (from the log
@@ -328,6 +306,38 @@ pub fn frame(len: usize, seed: u8) -> Vec<u8> {
         *b = (i as u8).wrapping_mul(31).wrapping_add(seed);
     }
     f
+}
+
+/// Connects the test driver to net-tap's `socket` as a guest with two
+/// queue pairs and the control queue, accepting every feature offered.
+pub fn connect_two_pairs(socket: &std::path::Path) -> Driver {
+    Driver::connect(
+        socket,
+        DriverConfig {
+            num_queues: 5,
+            queue_size: 64,
+            memory_bytes: 4 << 20,
+            features: u64::MAX,
+        },
+    )
+    .unwrap()
+}
+
+/// Sends `f` on the TX queue `tx` as one descriptor behind a zeroed
+/// 12-byte virtio-net header and checks that `tap` receives exactly `f`.
+pub fn transmit_and_see(tx: &mut VirtQueue, tap: &PacketSocket, f: &[u8]) {
+    let len = 12 + f.len() as u32;
+    let a = tx.memory().alloc(u64::from(len), 64).unwrap();
+    tx.write(a, &[0u8; 12]).unwrap();
+    tx.write(vm_memory::GuestAddress(a.0 + 12), f).unwrap();
+    let head = tx.add_chain(&[Buffer::readable(a, len)]).unwrap();
+    tx.kick().unwrap();
+    tx.wait_head(head, Duration::from_secs(5), &mut Vec::new())
+        .unwrap();
+    assert_eq!(
+        tap.recv(ETH_TEST, Duration::from_secs(5)).as_deref(),
+        Some(f)
+    );
 }
 
 /// Path of the daemon under test: `$NET_TAP_BIN` if set (an installed

@@ -1,16 +1,14 @@
-//! Image fixtures shared by the launcher tests: a busybox web layer, an
-//! OCI layout made by `umoci`, and a real `docker-registry` on 127.0.0.1
-//! filled by `skopeo copy`.
+//! Image fixtures shared by the launcher tests: a busybox web layer and
+//! an OCI layout made by `umoci` (the real `docker-registry` is the test
+//! bed's `registry::DockerRegistry`).
 
 // Each test binary uses a different subset.
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Once;
-use std::time::{Duration, Instant};
 
 /// The busybox the images carry (static, from `busybox-static`).
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -60,6 +58,20 @@ pub fn web_layer(index: &str) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// The config of an image with [`web_layer`]: busybox httpd serving
+/// `/www` on port 80 in the foreground.
+pub fn httpd_config() -> cradle_image::ImageConfig {
+    cradle_image::ImageConfig {
+        entrypoint: Some(vec![BUSYBOX.into()]),
+        cmd: Some(
+            ["httpd", "-f", "-p", "80", "-h", "/www"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// An OCI layout `dir/NAME` with tag `TAG`, made by umoci: busybox and
 /// `/www/index.html` holding `index`, entrypoint `/bin/busybox`, cmd
 /// `cmd`.
@@ -90,81 +102,6 @@ pub fn umoci_layout(dir: &Path, name: &str, tag: &str, index: &str, cmd: &[&str]
     umoci(&args);
     fs::remove_dir_all(dir.join(&unpacked)).unwrap();
     dir.join(name)
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `docker-registry` on 127.0.0.1 with a temporary config and storage;
-/// killed on drop.
-pub struct Registry {
-    child: Child,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    /// Its storage root.
-    pub storage: PathBuf,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    /// Starts one with its files under `dir`; returns once it listens.
-    pub fn start(dir: &Path) -> Registry {
-        let port = free_port();
-        let storage = dir.join("registry");
-        let conf = dir.join("registry.yml");
-        fs::write(
-            &conf,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            port,
-            storage,
-        }
-    }
-
-    /// `docker://127.0.0.1:PORT/REPO`.
-    pub fn reference(&self, repo: &str) -> String {
-        format!("docker://127.0.0.1:{}/{repo}", self.port)
-    }
-
-    /// Pushes `source` (any skopeo transport) as `repo` with skopeo.
-    pub fn push(&self, source: &str, repo: &str) {
-        tool(
-            Command::new("skopeo")
-                .args(["copy", "--quiet", "--dest-tls-verify=false", source])
-                .arg(self.reference(repo)),
-        );
-    }
 }
 
 /// Where cargo put kcradle (and, after [`build_binaries`], the daemons).
