@@ -9,6 +9,7 @@ use cradle_devices::daemon::{DaemonBackend, ExitEvents, GuestMemory};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringRwLock, VringT};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_S_LINK_UP};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
@@ -19,16 +20,18 @@ use crate::counters::Counters;
 use crate::ctrl::{self, Command, Outcome};
 use crate::device::Device;
 use crate::hdr::Features;
+use crate::recheck::Recheck;
 use crate::rx::Rx;
 use crate::tx::Tx;
 
 /// Bytes of config space we expose: mac, status, max_virtqueue_pairs, mtu.
 pub const CONFIG_LEN: usize = 12;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PairState {
     rx: Rx,
     tx: Tx,
+    recheck: Recheck,
 }
 
 struct Inner {
@@ -60,10 +63,19 @@ impl NetBackend {
         let resume = (0..n)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()?;
+        let pairs = (0..n)
+            .map(|_| {
+                Ok(Mutex::new(PairState {
+                    rx: Rx::default(),
+                    tx: Tx::default(),
+                    recheck: Recheck::new()?,
+                }))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(NetBackend {
             inner: Arc::new(Inner {
                 exit: ExitEvents::new(n)?,
-                pairs: (0..n).map(|_| Mutex::new(PairState::default())).collect(),
+                pairs,
                 resume,
                 active_pairs: AtomicU16::new(1),
                 ctrl_in_use: AtomicBool::new(false),
@@ -83,6 +95,11 @@ impl NetBackend {
     /// active pairs changed).
     fn resume_token(&self) -> u16 {
         self.queues() + 2
+    }
+
+    /// epoll token of the pair's re-check timer (see [`Recheck`]).
+    fn recheck_token(&self) -> u16 {
+        self.queues() + 3
     }
 
     fn queues(&self) -> u16 {
@@ -150,6 +167,9 @@ impl NetBackend {
                         tracing::warn!(pair, error = %e, "rx call");
                     }
                 }
+                if r.starved {
+                    st.recheck.activity();
+                }
             }
             Err(e) => tracing::warn!(pair, error = %e, "rx queue broken"),
         }
@@ -169,10 +189,20 @@ impl NetBackend {
         let budget = usize::from(v.get_queue().size());
         match st.tx.drain(tap, v.get_queue_mut(), &*mem, &f, c, budget) {
             Ok(r) => {
-                if r.used && v.needs_notification().unwrap_or(true) {
+                let event_idx = f.has(VIRTIO_RING_F_EVENT_IDX);
+                let signal = if r.used {
+                    v.needs_notification().unwrap_or(true)
+                } else {
+                    st.recheck.missed_call(v.get_queue(), &*mem, event_idx)
+                };
+                if signal {
+                    st.recheck.signalled(v.get_queue().next_used());
                     if let Err(e) = v.signal_used_queue() {
                         tracing::warn!(pair, error = %e, "tx call");
                     }
+                }
+                if r.used {
+                    st.recheck.activity();
                 }
                 if r.more {
                     // Let the other events of this worker run, then continue.
@@ -365,6 +395,12 @@ impl VhostUserBackend for NetBackend {
                 st.rx.tap_pending = true;
                 self.run_rx(pair, &mut st, rx);
             }
+            t if t == self.recheck_token() => {
+                st.recheck.fired();
+                self.run_tx(pair, &mut st, tx);
+                self.run_rx(pair, &mut st, rx);
+                st.recheck.rearm();
+            }
             t if t == self.resume_token() => {
                 if let Some(ev) = self.inner.resume.get(pair) {
                     let _ = ev.read();
@@ -393,6 +429,13 @@ impl DaemonBackend for NetBackend {
             }
             if let Some(ev) = self.inner.resume.get(i) {
                 h.register_listener(ev.as_raw_fd(), EventSet::IN, u64::from(self.resume_token()))?;
+            }
+            if let Some(st) = self.pair(i) {
+                h.register_listener(
+                    st.recheck.as_raw_fd(),
+                    EventSet::IN,
+                    u64::from(self.recheck_token()),
+                )?;
             }
         }
         Ok(())
