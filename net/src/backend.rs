@@ -175,14 +175,15 @@ impl NetBackend {
         }
     }
 
-    fn run_tx(&self, pair: usize, st: &mut PairState, vring: &VringRwLock<GuestMemory>) {
+    /// Returns whether it moved chains or called the guest.
+    fn run_tx(&self, pair: usize, st: &mut PairState, vring: &VringRwLock<GuestMemory>) -> bool {
         let dev = &self.inner.dev;
         let (Some(tap), Some(c)) = (dev.tap.queues.get(pair), dev.counters.get(pair)) else {
-            return;
+            return false;
         };
         let mut v = vring.get_mut();
         if !v.is_enabled() || !v.get_queue().ready() {
-            return;
+            return false;
         }
         let mem = self.inner.mem.memory();
         let f = self.features_now();
@@ -210,8 +211,12 @@ impl NetBackend {
                         let _ = ev.write(1);
                     }
                 }
+                r.used || signal
             }
-            Err(e) => tracing::warn!(pair, error = %e, "tx queue broken"),
+            Err(e) => {
+                tracing::warn!(pair, error = %e, "tx queue broken");
+                false
+            }
         }
     }
 
@@ -384,7 +389,9 @@ impl VhostUserBackend for NetBackend {
         match device_event {
             // RX kick: the guest added buffers.
             0 => self.run_rx(pair, &mut st, rx),
-            1 => self.run_tx(pair, &mut st, tx),
+            1 => {
+                let _ = self.run_tx(pair, &mut st, tx);
+            }
             2 => {
                 drop(st);
                 if let Some(v) = vrings.get(2) {
@@ -397,7 +404,11 @@ impl VhostUserBackend for NetBackend {
             }
             t if t == self.recheck_token() => {
                 st.recheck.fired();
-                self.run_tx(pair, &mut st, tx);
+                if self.run_tx(pair, &mut st, tx) {
+                    if let Some(c) = self.inner.dev.counters.get(pair) {
+                        Counters::inc(&c.recheck_found);
+                    }
+                }
                 self.run_rx(pair, &mut st, rx);
                 st.recheck.rearm();
             }
@@ -405,7 +416,7 @@ impl VhostUserBackend for NetBackend {
                 if let Some(ev) = self.inner.resume.get(pair) {
                     let _ = ev.read();
                 }
-                self.run_tx(pair, &mut st, tx);
+                let _ = self.run_tx(pair, &mut st, tx);
                 self.run_rx(pair, &mut st, rx);
             }
             _ => {}
