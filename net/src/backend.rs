@@ -9,6 +9,7 @@ use cradle_devices::daemon::{DaemonBackend, ExitEvents, GuestMemory};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringEpollHandler, VringRwLock, VringT};
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_S_LINK_UP};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::QueueT;
 use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
@@ -19,16 +20,18 @@ use crate::counters::Counters;
 use crate::ctrl::{self, Command, Outcome};
 use crate::device::Device;
 use crate::hdr::Features;
+use crate::recheck::Recheck;
 use crate::rx::Rx;
 use crate::tx::Tx;
 
 /// Bytes of config space we expose: mac, status, max_virtqueue_pairs, mtu.
 pub const CONFIG_LEN: usize = 12;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PairState {
     rx: Rx,
     tx: Tx,
+    recheck: Recheck,
 }
 
 struct Inner {
@@ -60,10 +63,19 @@ impl NetBackend {
         let resume = (0..n)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()?;
+        let pairs = (0..n)
+            .map(|_| {
+                Ok(Mutex::new(PairState {
+                    rx: Rx::default(),
+                    tx: Tx::default(),
+                    recheck: Recheck::new()?,
+                }))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(NetBackend {
             inner: Arc::new(Inner {
                 exit: ExitEvents::new(n)?,
-                pairs: (0..n).map(|_| Mutex::new(PairState::default())).collect(),
+                pairs,
                 resume,
                 active_pairs: AtomicU16::new(1),
                 ctrl_in_use: AtomicBool::new(false),
@@ -83,6 +95,11 @@ impl NetBackend {
     /// active pairs changed).
     fn resume_token(&self) -> u16 {
         self.queues() + 2
+    }
+
+    /// epoll token of the pair's re-check timer (see [`Recheck`]).
+    fn recheck_token(&self) -> u16 {
+        self.queues() + 3
     }
 
     fn queues(&self) -> u16 {
@@ -150,29 +167,43 @@ impl NetBackend {
                         tracing::warn!(pair, error = %e, "rx call");
                     }
                 }
+                if r.starved {
+                    st.recheck.activity();
+                }
             }
             Err(e) => tracing::warn!(pair, error = %e, "rx queue broken"),
         }
     }
 
-    fn run_tx(&self, pair: usize, st: &mut PairState, vring: &VringRwLock<GuestMemory>) {
+    /// Returns whether it moved chains or called the guest.
+    fn run_tx(&self, pair: usize, st: &mut PairState, vring: &VringRwLock<GuestMemory>) -> bool {
         let dev = &self.inner.dev;
         let (Some(tap), Some(c)) = (dev.tap.queues.get(pair), dev.counters.get(pair)) else {
-            return;
+            return false;
         };
         let mut v = vring.get_mut();
         if !v.is_enabled() || !v.get_queue().ready() {
-            return;
+            return false;
         }
         let mem = self.inner.mem.memory();
         let f = self.features_now();
         let budget = usize::from(v.get_queue().size());
         match st.tx.drain(tap, v.get_queue_mut(), &*mem, &f, c, budget) {
             Ok(r) => {
-                if r.used && v.needs_notification().unwrap_or(true) {
+                let event_idx = f.has(VIRTIO_RING_F_EVENT_IDX);
+                let signal = if r.used {
+                    v.needs_notification().unwrap_or(true)
+                } else {
+                    st.recheck.missed_call(v.get_queue(), &*mem, event_idx)
+                };
+                if signal {
+                    st.recheck.signalled(v.get_queue().next_used());
                     if let Err(e) = v.signal_used_queue() {
                         tracing::warn!(pair, error = %e, "tx call");
                     }
+                }
+                if r.used {
+                    st.recheck.activity();
                 }
                 if r.more {
                     // Let the other events of this worker run, then continue.
@@ -180,8 +211,12 @@ impl NetBackend {
                         let _ = ev.write(1);
                     }
                 }
+                r.used || signal
             }
-            Err(e) => tracing::warn!(pair, error = %e, "tx queue broken"),
+            Err(e) => {
+                tracing::warn!(pair, error = %e, "tx queue broken");
+                false
+            }
         }
     }
 
@@ -354,7 +389,9 @@ impl VhostUserBackend for NetBackend {
         match device_event {
             // RX kick: the guest added buffers.
             0 => self.run_rx(pair, &mut st, rx),
-            1 => self.run_tx(pair, &mut st, tx),
+            1 => {
+                let _ = self.run_tx(pair, &mut st, tx);
+            }
             2 => {
                 drop(st);
                 if let Some(v) = vrings.get(2) {
@@ -365,11 +402,21 @@ impl VhostUserBackend for NetBackend {
                 st.rx.tap_pending = true;
                 self.run_rx(pair, &mut st, rx);
             }
+            t if t == self.recheck_token() => {
+                st.recheck.fired();
+                if self.run_tx(pair, &mut st, tx) {
+                    if let Some(c) = self.inner.dev.counters.get(pair) {
+                        Counters::inc(&c.recheck_found);
+                    }
+                }
+                self.run_rx(pair, &mut st, rx);
+                st.recheck.rearm();
+            }
             t if t == self.resume_token() => {
                 if let Some(ev) = self.inner.resume.get(pair) {
                     let _ = ev.read();
                 }
-                self.run_tx(pair, &mut st, tx);
+                let _ = self.run_tx(pair, &mut st, tx);
                 self.run_rx(pair, &mut st, rx);
             }
             _ => {}
@@ -393,6 +440,13 @@ impl DaemonBackend for NetBackend {
             }
             if let Some(ev) = self.inner.resume.get(i) {
                 h.register_listener(ev.as_raw_fd(), EventSet::IN, u64::from(self.resume_token()))?;
+            }
+            if let Some(st) = self.pair(i) {
+                h.register_listener(
+                    st.recheck.as_raw_fd(),
+                    EventSet::IN,
+                    u64::from(self.recheck_token()),
+                )?;
             }
         }
         Ok(())

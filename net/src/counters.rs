@@ -63,6 +63,9 @@ counters! {
     ctrl_err,
     /// control chains dropped without an answer (no status byte, bad buffers)
     ctrl_malformed,
+    /// TX re-checks (see `recheck`) that found chains or owed the guest a
+    /// call: lost notifications when idle, under load also kicks still on their way
+    recheck_found,
 }
 
 impl Counters {

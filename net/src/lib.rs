@@ -16,6 +16,7 @@ pub mod ctrl;
 pub mod device;
 pub mod hdr;
 pub mod iov;
+pub mod recheck;
 pub mod rx;
 pub mod tap;
 pub mod tx;

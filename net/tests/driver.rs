@@ -190,6 +190,44 @@ fn rx_waits_for_buffers_then_resumes_on_kick() {
     assert!(c.get("rx_no_buffers") >= 1, "{c:?}");
 }
 
+/// A guest whose avail-index store was still in flight when it read
+/// `avail_event` does not kick (QEMU TCG with one vCPU drops the guest's
+/// barriers). Its frame must still go out, or TX stalls for good.
+#[test]
+fn tx_frame_published_without_a_kick_after_work_still_goes_out() {
+    let (ns, mut d) = setup(&["--tap", "nt0"]);
+    let sock = PacketSocket::open(&ns, "nt0");
+    let mut net = Net::connect(&d, 1, u64::MAX);
+    for round in 0..3u8 {
+        let a = frame(200, 2 * round);
+        net.tx(1, &vhdr(), &a);
+        assert_eq!(sock.recv(ETH_TEST, T).as_deref(), Some(&a[..]));
+        // The next frame right behind it, published but never kicked.
+        let b = frame(300, 2 * round + 1);
+        let h = net.alloc(HDR as u32);
+        let f = net.alloc(b.len() as u32);
+        net.qs[1].write(h, &vhdr()).unwrap();
+        net.qs[1].write(f, &b).unwrap();
+        let head = net.qs[1]
+            .add_chain(&[
+                Buffer::readable(h, HDR as u32),
+                Buffer::readable(f, b.len() as u32),
+            ])
+            .unwrap();
+        assert_eq!(
+            sock.recv(ETH_TEST, Duration::from_secs(2)).as_deref(),
+            Some(&b[..]),
+            "round {round}: an unkicked frame was never sent"
+        );
+        net.qs[1]
+            .wait_head(head, T, &mut Vec::new())
+            .expect("its chain comes back used");
+    }
+    let c = d.stop_counters(0);
+    assert_eq!(c.get("tx_packets"), 6);
+    assert!(c.get("recheck_found") >= 3, "{c:?}");
+}
+
 #[test]
 fn hostile_tx_chains_are_dropped_and_counted() {
     let (ns, mut d) = setup(&["--tap", "nt0"]);
