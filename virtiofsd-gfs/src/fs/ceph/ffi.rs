@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, OsString};
 use std::io;
 use std::sync::Mutex;
 
-use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
 /// `struct ceph_mount_info`: one client of the cluster.
 #[repr(C)]
@@ -175,8 +175,11 @@ pub fn load() -> Result<&'static Api, LoadError> {
     let shown = name.to_string_lossy().into_owned();
     // SAFETY: opening libcephfs runs its and libceph-common's static
     // initialisers, which only set up process-local state. RTLD_NOW
-    // binds every reference now, so nothing is missing mid-request.
-    let lib = unsafe { Library::open(Some(&name), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+    // binds every reference now, so nothing is missing mid-request;
+    // RTLD_GLOBAL gives the plugins Ceph opens itself (compressors,
+    // crypto) libceph-common's symbols, as linking did: they do not list
+    // it as a dependency.
+    let lib = unsafe { Library::open(Some(&name), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
         LoadError::Open {
             name: shown.clone(),
             reason: e.to_string(),
@@ -431,6 +434,18 @@ mod tests {
         assert_eq!(std::mem::size_of::<ceph_statx>(), 136);
         assert_eq!(std::mem::offset_of!(ceph_statx, stx_ino), 24);
         assert_eq!(std::mem::offset_of!(ceph_statx, stx_atime), 64);
+    }
+
+    /// Ceph's plugins take libceph-common's symbols from the global
+    /// scope: with the library opened RTLD_LOCAL, this one fails with
+    /// "undefined symbol: ceph_arch_intel_pclmul".
+    #[test]
+    fn ceph_plugins_bind_to_the_loaded_library() {
+        load().unwrap();
+        let plugin = "/usr/lib/x86_64-linux-gnu/ceph/compressor/libceph_zlib.so";
+        // SAFETY: the plugin's initialisers only register itself.
+        unsafe { Library::open(Some(plugin), RTLD_NOW | libloading::os::unix::RTLD_LOCAL) }
+            .unwrap();
     }
 
     #[test]
