@@ -54,9 +54,11 @@ fn run_passthrough(cfg: Config) -> anyhow::Result<ExitCode> {
     serve(server, cfg, &mut listener)
 }
 
-/// The native backend: every file (conf, keyring) is read first, then the
-/// sandbox is entered *before* the Ceph client starts its threads, so none
-/// of them ever sees the host tree; the client only needs the network.
+/// The native backend: libcephfs is loaded (it is not linked, so the
+/// passthrough backend maps none of it) and every file (conf, keyring) is
+/// read first, then the sandbox is entered *before* the Ceph client starts
+/// its threads, so none of them ever sees the host tree; the client only
+/// needs the network.
 fn run_cephfs(cfg: Config, ccfg: ceph::Config) -> anyhow::Result<ExitCode> {
     let prepared = match ceph::prepare(ccfg) {
         Ok(p) => p,

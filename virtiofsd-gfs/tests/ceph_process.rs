@@ -58,6 +58,37 @@ fn cephfs_flags_are_checked() {
     }
 }
 
+/// libcephfs is opened at run time: without it (here, a name that
+/// exists nowhere, through the test hook `VIRTIOFSD_GFS_LIBCEPHFS`) the
+/// daemon says what to install, in one line, and exits 2; a library that
+/// lacks a function the backend calls is refused the same way.
+#[test]
+fn missing_libcephfs_exits_2_with_one_line() {
+    let t = tempfile::tempdir().unwrap();
+    let sock = t.path().join("s");
+    for (lib, want) in [
+        (
+            "libcephfs-not-installed.so.2",
+            "libcephfs-not-installed.so.2 not found: install libcephfs2",
+        ),
+        ("libm.so.6", "libm.so.6 has no ceph_create"),
+    ] {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--backend", "cephfs", "--sandbox", "none"])
+            .env(virtiofsd_gfs::fs::ceph::LIBRARY_ENV, lib)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{lib}: {err}");
+        assert!(err.contains(want), "{lib}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!sock.exists(), "nothing served before the library loads");
+    }
+}
+
 /// A monitor address nobody listens on: the daemon gives up after
 /// `--ceph-timeout` with one clear line and exit status 2.
 #[test]
@@ -157,6 +188,13 @@ fn ceph_default_sandbox_and_seccomp_serve_every_opcode() {
         threads += 1;
     }
     assert!(threads > 5, "the Ceph client runs threads: {threads}");
+    // libcephfs is not linked: it was opened at start, before the sandbox.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    assert!(maps.contains("libcephfs.so.2"), "libcephfs not mapped");
+    assert!(
+        maps.contains("libceph-common.so.2"),
+        "libceph-common not mapped"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

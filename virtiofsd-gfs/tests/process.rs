@@ -445,3 +445,50 @@ fn default_sandbox_and_seccomp_serve_every_opcode() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// libcephfs is opened only for `--backend cephfs`: a passthrough daemon
+/// serving requests maps no Ceph library at all (they were ~14 MiB of its
+/// resident set when they were linked).
+#[test]
+fn passthrough_maps_no_ceph_library() {
+    use common::{client, Chan};
+
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"0123456789").unwrap();
+    let sock = d.path().join("fs.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--socket")
+        .arg(&sock)
+        .arg("--shared-dir")
+        .arg(&tree)
+        .stdin(Stdio::null());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        cmd.args(["--sandbox", "none"]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+        assert!(start.elapsed() < Duration::from_secs(10), "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_drv, qs) = common::connect(&sock, 2);
+    let mut ch = Chan::new(qs.into_iter().nth(1).unwrap());
+    {
+        let mut c = client(&mut ch);
+        let e = c.lookup(1, b"f").unwrap();
+        let (fh, _) = c.open(e.nodeid, libc::O_RDONLY as u32, false).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 0, 4).unwrap(), b"0123");
+        c.release(e.nodeid, fh, false).unwrap();
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    // The file was read while the daemon was serving: libc is mapped.
+    assert!(maps.contains("libc.so"), "{maps}");
+    let ceph: Vec<&str> = maps.lines().filter(|l| l.contains("libceph")).collect();
+    assert!(ceph.is_empty(), "Ceph libraries mapped: {ceph:#?}");
+}

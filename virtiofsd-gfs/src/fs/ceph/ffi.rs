@@ -3,10 +3,19 @@
 //! (`cephfs/libcephfs.h`, `cephfs/ceph_ll_client.h`). Every function
 //! returns a negative errno on failure; [`check`] turns that into an
 //! [`std::io::Error`].
+//!
+//! The library is opened at run time ([`load`]), not linked: a daemon
+//! serving a host directory then maps no Ceph code at all (libcephfs and
+//! libceph-common are about 14 MiB of file pages), and the binary builds
+//! without `libcephfs-dev`. Every symbol is resolved once into [`Api`], so
+//! a missing one fails the start, not a request.
 #![allow(non_camel_case_types, missing_docs)]
 
-use std::ffi::{c_char, c_int, c_uint, c_void};
+use std::ffi::{c_char, c_int, c_uint, c_void, OsString};
 use std::io;
+use std::sync::Mutex;
+
+use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
 
 /// `struct ceph_mount_info`: one client of the cluster.
 #[repr(C)]
@@ -74,26 +83,132 @@ pub const CEPH_SETATTR_MTIME: c_int = 1 << 3;
 pub const CEPH_SETATTR_ATIME: c_int = 1 << 4;
 pub const CEPH_SETATTR_SIZE: c_int = 1 << 5;
 
-#[link(name = "cephfs")]
-extern "C" {
-    pub fn ceph_create(cmount: *mut *mut ceph_mount_info, id: *const c_char) -> c_int;
-    pub fn ceph_conf_set(
+/// The library [`load`] opens unless [`LIBRARY_ENV`] names another.
+pub const SONAME: &str = "libcephfs.so.2";
+
+/// Environment variable naming the library to open instead of
+/// [`SONAME`] (a soname or a path). Meant for tests of the
+/// missing-library error and for a libcephfs outside the linker's path.
+pub const LIBRARY_ENV: &str = "VIRTIOFSD_GFS_LIBCEPHFS";
+
+/// Why libcephfs could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The library or one of its own dependencies could not be opened.
+    #[error("{name} not found: install libcephfs2 ({reason})")]
+    Open {
+        /// What was opened.
+        name: String,
+        /// The dynamic loader's message.
+        reason: String,
+    },
+    /// The library lacks a function the backend calls.
+    #[error("{name} has no {symbol}: install libcephfs2 from Ceph 16 or later")]
+    Symbol {
+        /// What was opened.
+        name: String,
+        /// The missing function.
+        symbol: &'static str,
+    },
+}
+
+/// Declares [`Api`]: one typed function pointer per C prototype, resolved
+/// by [`Api::resolve`], and a same-named `unsafe` method calling it.
+macro_rules! library {
+    ($( fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty; )*) => {
+        /// Every libcephfs function the backend calls, resolved once.
+        pub struct Api {
+            $( $name: unsafe extern "C" fn($($ty),*) -> $ret, )*
+            /// Keeps the code the pointers point into mapped.
+            _lib: Library,
+        }
+
+        impl Api {
+            /// Looks up every function in `lib`.
+            fn resolve(lib: Library, name: &str) -> Result<Api, LoadError> {
+                $(
+                    // SAFETY: the pointer type is the function's C
+                    // prototype in libcephfs.h, and it is only called
+                    // while `_lib` keeps the library mapped.
+                    let $name = unsafe {
+                        *lib.get::<unsafe extern "C" fn($($ty),*) -> $ret>(
+                            concat!(stringify!($name), "\0").as_bytes(),
+                        )
+                        .map_err(|_| LoadError::Symbol {
+                            name: name.to_string(),
+                            symbol: stringify!($name),
+                        })?
+                    };
+                )*
+                Ok(Api { $($name,)* _lib: lib })
+            }
+
+            $(
+                #[doc = concat!("Calls `", stringify!($name), "`.")]
+                ///
+                /// # Safety
+                /// The C function's contract (valid mount, pointers, strings).
+                #[allow(clippy::too_many_arguments)]
+                pub unsafe fn $name(&self, $($arg: $ty),*) -> $ret {
+                    // SAFETY: the caller upholds the C contract; the
+                    // pointer has that prototype (see `resolve`).
+                    unsafe { (self.$name)($($arg),*) }
+                }
+            )*
+        }
+    };
+}
+
+/// The table, once opened: shared by every mount of the process.
+static API: Mutex<Option<&'static Api>> = Mutex::new(None);
+
+/// Opens libcephfs ([`SONAME`], or what [`LIBRARY_ENV`] names) and
+/// resolves every function, or returns the table opened before. Must run
+/// before the sandbox takes the filesystem away. The library is never
+/// closed: Ceph's C++ runtime does not expect to be unloaded.
+pub fn load() -> Result<&'static Api, LoadError> {
+    let mut api = API.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(api) = *api {
+        return Ok(api);
+    }
+    let name = std::env::var_os(LIBRARY_ENV).unwrap_or_else(|| OsString::from(SONAME));
+    let shown = name.to_string_lossy().into_owned();
+    // SAFETY: opening libcephfs runs its and libceph-common's static
+    // initialisers, which only set up process-local state. RTLD_NOW
+    // binds every reference now, so nothing is missing mid-request;
+    // RTLD_GLOBAL gives the plugins Ceph opens itself (compressors,
+    // crypto) libceph-common's symbols, as linking did: they do not list
+    // it as a dependency.
+    let lib = unsafe { Library::open(Some(&name), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
+        LoadError::Open {
+            name: shown.clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let table: &'static Api = Box::leak(Box::new(Api::resolve(lib, &shown)?));
+    *api = Some(table);
+    Ok(table)
+}
+
+library! {
+    fn ceph_create(cmount: *mut *mut ceph_mount_info, id: *const c_char) -> c_int;
+    fn ceph_conf_set(
         cmount: *mut ceph_mount_info,
         option: *const c_char,
         value: *const c_char,
     ) -> c_int;
-    pub fn ceph_init(cmount: *mut ceph_mount_info) -> c_int;
-    pub fn ceph_select_filesystem(cmount: *mut ceph_mount_info, fs_name: *const c_char) -> c_int;
-    pub fn ceph_mount(cmount: *mut ceph_mount_info, root: *const c_char) -> c_int;
-    pub fn ceph_unmount(cmount: *mut ceph_mount_info) -> c_int;
-    pub fn ceph_release(cmount: *mut ceph_mount_info) -> c_int;
-    pub fn ceph_sync_fs(cmount: *mut ceph_mount_info) -> c_int;
+    fn ceph_init(cmount: *mut ceph_mount_info) -> c_int;
+    fn ceph_select_filesystem(cmount: *mut ceph_mount_info, fs_name: *const c_char) -> c_int;
+    fn ceph_mount(cmount: *mut ceph_mount_info, root: *const c_char) -> c_int;
+    fn ceph_unmount(cmount: *mut ceph_mount_info) -> c_int;
+    fn ceph_release(cmount: *mut ceph_mount_info) -> c_int;
+    fn ceph_sync_fs(cmount: *mut ceph_mount_info) -> c_int;
 
-    pub fn ceph_userperm_new(uid: u32, gid: u32, ngids: c_int, gids: *mut u32) -> *mut UserPerm;
-    pub fn ceph_userperm_destroy(perm: *mut UserPerm);
+    fn ceph_userperm_new(uid: u32, gid: u32, ngids: c_int, gids: *mut u32) -> *mut UserPerm;
+    fn ceph_userperm_destroy(perm: *mut UserPerm) -> ();
 
-    pub fn ceph_ll_lookup_root(cmount: *mut ceph_mount_info, out: *mut *mut Inode) -> c_int;
-    pub fn ceph_ll_lookup(
+    fn ceph_ll_lookup_root(cmount: *mut ceph_mount_info, out: *mut *mut Inode) -> c_int;
+    fn ceph_ll_lookup(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
@@ -103,8 +218,8 @@ extern "C" {
         flags: c_uint,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_put(cmount: *mut ceph_mount_info, inode: *mut Inode) -> c_int;
-    pub fn ceph_ll_getattr(
+    fn ceph_ll_put(cmount: *mut ceph_mount_info, inode: *mut Inode) -> c_int;
+    fn ceph_ll_getattr(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         stx: *mut ceph_statx,
@@ -112,21 +227,21 @@ extern "C" {
         flags: c_uint,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_setattr(
+    fn ceph_ll_setattr(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         stx: *mut ceph_statx,
         mask: c_int,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_open(
+    fn ceph_ll_open(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         flags: c_int,
         fh: *mut *mut Fh,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_create(
+    fn ceph_ll_create(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
@@ -139,37 +254,37 @@ extern "C" {
         flags: c_uint,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_read(
+    fn ceph_ll_read(
         cmount: *mut ceph_mount_info,
         fh: *mut Fh,
         off: i64,
         len: u64,
         buf: *mut c_char,
     ) -> c_int;
-    pub fn ceph_ll_write(
+    fn ceph_ll_write(
         cmount: *mut ceph_mount_info,
         fh: *mut Fh,
         off: i64,
         len: u64,
         data: *const c_char,
     ) -> c_int;
-    pub fn ceph_ll_fsync(cmount: *mut ceph_mount_info, fh: *mut Fh, dataonly: c_int) -> c_int;
-    pub fn ceph_ll_fallocate(
+    fn ceph_ll_fsync(cmount: *mut ceph_mount_info, fh: *mut Fh, dataonly: c_int) -> c_int;
+    fn ceph_ll_fallocate(
         cmount: *mut ceph_mount_info,
         fh: *mut Fh,
         mode: c_int,
         offset: i64,
         length: i64,
     ) -> c_int;
-    pub fn ceph_ll_lseek(cmount: *mut ceph_mount_info, fh: *mut Fh, off: i64, whence: c_int)
+    fn ceph_ll_lseek(cmount: *mut ceph_mount_info, fh: *mut Fh, off: i64, whence: c_int)
         -> i64;
-    pub fn ceph_ll_sync_inode(
+    fn ceph_ll_sync_inode(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         dataonly: c_int,
     ) -> c_int;
-    pub fn ceph_ll_close(cmount: *mut ceph_mount_info, fh: *mut Fh) -> c_int;
-    pub fn ceph_ll_mknod(
+    fn ceph_ll_close(cmount: *mut ceph_mount_info, fh: *mut Fh) -> c_int;
+    fn ceph_ll_mknod(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
@@ -181,7 +296,7 @@ extern "C" {
         flags: c_uint,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_mkdir(
+    fn ceph_ll_mkdir(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
@@ -192,7 +307,7 @@ extern "C" {
         flags: c_uint,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_symlink(
+    fn ceph_ll_symlink(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
@@ -203,33 +318,33 @@ extern "C" {
         flags: c_uint,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_readlink(
+    fn ceph_ll_readlink(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         buf: *mut c_char,
         size: usize,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_link(
+    fn ceph_ll_link(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         newparent: *mut Inode,
         name: *const c_char,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_unlink(
+    fn ceph_ll_unlink(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_rmdir(
+    fn ceph_ll_rmdir(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_rename(
+    fn ceph_ll_rename(
         cmount: *mut ceph_mount_info,
         parent: *mut Inode,
         name: *const c_char,
@@ -237,26 +352,26 @@ extern "C" {
         newname: *const c_char,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_opendir(
+    fn ceph_ll_opendir(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         dir: *mut *mut ceph_dir_result,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_releasedir(cmount: *mut ceph_mount_info, dir: *mut ceph_dir_result) -> c_int;
-    pub fn ceph_readdir_r(
+    fn ceph_ll_releasedir(cmount: *mut ceph_mount_info, dir: *mut ceph_dir_result) -> c_int;
+    fn ceph_readdir_r(
         cmount: *mut ceph_mount_info,
         dir: *mut ceph_dir_result,
         de: *mut libc::dirent,
     ) -> c_int;
-    pub fn ceph_telldir(cmount: *mut ceph_mount_info, dir: *mut ceph_dir_result) -> i64;
-    pub fn ceph_seekdir(cmount: *mut ceph_mount_info, dir: *mut ceph_dir_result, off: i64);
-    pub fn ceph_ll_statfs(
+    fn ceph_telldir(cmount: *mut ceph_mount_info, dir: *mut ceph_dir_result) -> i64;
+    fn ceph_seekdir(cmount: *mut ceph_mount_info, dir: *mut ceph_dir_result, off: i64) -> ();
+    fn ceph_ll_statfs(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         buf: *mut libc::statvfs,
     ) -> c_int;
-    pub fn ceph_ll_getxattr(
+    fn ceph_ll_getxattr(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         name: *const c_char,
@@ -264,7 +379,7 @@ extern "C" {
         size: usize,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_setxattr(
+    fn ceph_ll_setxattr(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         name: *const c_char,
@@ -273,7 +388,7 @@ extern "C" {
         flags: c_int,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_listxattr(
+    fn ceph_ll_listxattr(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         list: *mut c_char,
@@ -281,7 +396,7 @@ extern "C" {
         out_size: *mut usize,
         perms: *const UserPerm,
     ) -> c_int;
-    pub fn ceph_ll_removexattr(
+    fn ceph_ll_removexattr(
         cmount: *mut ceph_mount_info,
         inode: *mut Inode,
         name: *const c_char,
@@ -319,6 +434,18 @@ mod tests {
         assert_eq!(std::mem::size_of::<ceph_statx>(), 136);
         assert_eq!(std::mem::offset_of!(ceph_statx, stx_ino), 24);
         assert_eq!(std::mem::offset_of!(ceph_statx, stx_atime), 64);
+    }
+
+    /// Ceph's plugins take libceph-common's symbols from the global
+    /// scope: with the library opened RTLD_LOCAL, this one fails with
+    /// "undefined symbol: ceph_arch_intel_pclmul".
+    #[test]
+    fn ceph_plugins_bind_to_the_loaded_library() {
+        load().unwrap();
+        let plugin = "/usr/lib/x86_64-linux-gnu/ceph/compressor/libceph_zlib.so";
+        // SAFETY: the plugin's initialisers only register itself.
+        unsafe { Library::open(Some(plugin), RTLD_NOW | libloading::os::unix::RTLD_LOCAL) }
+            .unwrap();
     }
 
     #[test]

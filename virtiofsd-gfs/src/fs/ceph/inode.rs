@@ -41,7 +41,7 @@ impl NodeRef {
 impl Drop for NodeRef {
     fn drop(&mut self) {
         // SAFETY: we own exactly one reference on a valid inode.
-        unsafe { ffi::ceph_ll_put(self.mnt.ptr(), self.ptr) };
+        unsafe { self.mnt.api.ceph_ll_put(self.mnt.ptr(), self.ptr) };
     }
 }
 
@@ -169,15 +169,15 @@ unsafe impl Sync for HandleData {}
 
 impl Drop for HandleData {
     fn drop(&mut self) {
-        let m = self.node.mnt.ptr();
+        let (api, m) = (self.node.mnt.api, self.node.mnt.ptr());
         // SAFETY: each handle is closed exactly once, here, with its mount.
         unsafe {
             match &self.open {
                 Open::File(fh, _) => {
-                    ffi::ceph_ll_close(m, *fh);
+                    api.ceph_ll_close(m, *fh);
                 }
                 Open::Dir(d) => {
-                    ffi::ceph_ll_releasedir(m, *lock(d));
+                    api.ceph_ll_releasedir(m, *lock(d));
                 }
             }
         }

@@ -16,6 +16,8 @@ mod ffi;
 mod inode;
 mod ops;
 
+pub use ffi::{LoadError, LIBRARY_ENV, SONAME};
+
 use std::ffi::CString;
 use std::io;
 use std::path::PathBuf;
@@ -83,6 +85,9 @@ impl Default for Config {
 /// Why the client could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// libcephfs is not installed (or too old).
+    #[error(transparent)]
+    Library(#[from] LoadError),
     /// A setting was refused before any connection was tried.
     #[error("ceph: {what}: {source}")]
     Setup {
@@ -107,22 +112,35 @@ pub enum MountError {
     },
 }
 
-/// A client's settings with every file already read (before the sandbox).
-#[derive(Debug, Clone)]
+/// A client's settings with every file already read and libcephfs
+/// loaded (before the sandbox).
+#[derive(Clone)]
 pub struct Prepared {
     cfg: Config,
     options: Vec<(String, String)>,
+    api: &'static ffi::Api,
 }
 
-/// Reads `--ceph-conf` and the keyring (see [`conf::load`]).
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Loads libcephfs (see [`LIBRARY_ENV`]), then reads `--ceph-conf` and
+/// the keyring (see [`conf::load`]): every file the client needs.
 pub fn prepare(cfg: Config) -> Result<Prepared, MountError> {
+    let api = ffi::load()?;
     let options = conf::load(cfg.conf.as_deref(), cfg.keyring.as_deref(), &cfg.id)?;
-    Ok(Prepared { cfg, options })
+    Ok(Prepared { cfg, options, api })
 }
 
 /// One mounted libcephfs client. Shared by every inode and handle
 /// reference so that it is unmounted only after all of them are gone.
-pub(crate) struct Mount(*mut ffi::ceph_mount_info);
+pub(crate) struct Mount {
+    ptr: *mut ffi::ceph_mount_info,
+    api: &'static ffi::Api,
+}
 
 // SAFETY: libcephfs serialises access to a mount internally (client_lock);
 // its API is documented as safe to call from many threads at once.
@@ -135,15 +153,15 @@ impl Drop for Mount {
         // SAFETY: the mount is valid and no reference into it outlives
         // this (every NodeRef / open file holds an Arc<Mount>).
         unsafe {
-            ffi::ceph_unmount(self.0);
-            ffi::ceph_release(self.0);
+            self.api.ceph_unmount(self.ptr);
+            self.api.ceph_release(self.ptr);
         }
     }
 }
 
 impl Mount {
     fn ptr(&self) -> *mut ffi::ceph_mount_info {
-        self.0
+        self.ptr
     }
 
     fn set(&self, opt: &str, val: &str) -> Result<(), MountError> {
@@ -154,7 +172,7 @@ impl Mount {
         let o = CString::new(opt).map_err(|_| setup(einval()))?;
         let v = CString::new(val).map_err(|_| setup(einval()))?;
         // SAFETY: valid mount and C strings.
-        ffi::check(unsafe { ffi::ceph_conf_set(self.0, o.as_ptr(), v.as_ptr()) })
+        ffi::check(unsafe { self.api.ceph_conf_set(self.ptr, o.as_ptr(), v.as_ptr()) })
             .map(|_| ())
             .map_err(setup)
     }
@@ -165,23 +183,23 @@ fn einval() -> io::Error {
 }
 
 /// The credentials of one request as a Ceph `UserPerm`.
-pub(crate) struct Perm(*mut ffi::UserPerm);
+pub(crate) struct Perm(*mut ffi::UserPerm, &'static ffi::Api);
 
 impl Perm {
-    fn new(ctx: Context) -> io::Result<Perm> {
+    fn new(api: &'static ffi::Api, ctx: Context) -> io::Result<Perm> {
         // SAFETY: no supplementary groups: a null list with count 0.
-        let p = unsafe { ffi::ceph_userperm_new(ctx.uid, ctx.gid, 0, ptr::null_mut()) };
+        let p = unsafe { api.ceph_userperm_new(ctx.uid, ctx.gid, 0, ptr::null_mut()) };
         if p.is_null() {
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
-        Ok(Perm(p))
+        Ok(Perm(p, api))
     }
 }
 
 impl Drop for Perm {
     fn drop(&mut self) {
         // SAFETY: created by ceph_userperm_new, destroyed once.
-        unsafe { ffi::ceph_userperm_destroy(self.0) }
+        unsafe { self.1.ceph_userperm_destroy(self.0) }
     }
 }
 
@@ -214,20 +232,20 @@ impl CephFs {
     /// options were read by [`prepare`]). Gives up after
     /// `cfg.mount_timeout` if the cluster does not answer.
     pub fn connect(p: Prepared) -> Result<Self, MountError> {
-        let Prepared { cfg, options } = p;
+        let Prepared { cfg, options, api } = p;
         let id = CString::new(cfg.id.as_str()).map_err(|_| MountError::Setup {
             what: "client id".into(),
             source: einval(),
         })?;
         let mut raw = ptr::null_mut();
         // SAFETY: valid out pointer and C string.
-        ffi::check(unsafe { ffi::ceph_create(&mut raw, id.as_ptr()) }).map_err(|source| {
+        ffi::check(unsafe { api.ceph_create(&mut raw, id.as_ptr()) }).map_err(|source| {
             MountError::Setup {
                 what: "ceph_create".into(),
                 source,
             }
         })?;
-        let mnt = Arc::new(Mount(raw));
+        let mnt = Arc::new(Mount { ptr: raw, api });
         for (k, v) in &options {
             if let Err(e) = mnt.set(k, v) {
                 // Options of other Ceph versions or daemons: not ours.
@@ -253,19 +271,19 @@ impl CephFs {
             source,
         };
         // SAFETY: valid mount.
-        ffi::check(unsafe { ffi::ceph_init(mnt.ptr()) }).map_err(mount_err)?;
+        ffi::check(unsafe { api.ceph_init(mnt.ptr()) }).map_err(mount_err)?;
         if let Some(fs) = &cfg.fs_name {
             let f = CString::new(fs.as_str()).map_err(|_| mount_err(einval()))?;
             // SAFETY: valid mount and C string.
-            ffi::check(unsafe { ffi::ceph_select_filesystem(mnt.ptr(), f.as_ptr()) })
+            ffi::check(unsafe { api.ceph_select_filesystem(mnt.ptr(), f.as_ptr()) })
                 .map_err(mount_err)?;
         }
         let root = CString::new(cfg.root.as_str()).map_err(|_| mount_err(einval()))?;
         // SAFETY: valid mount and C string.
-        ffi::check(unsafe { ffi::ceph_mount(mnt.ptr(), root.as_ptr()) }).map_err(mount_err)?;
+        ffi::check(unsafe { api.ceph_mount(mnt.ptr(), root.as_ptr()) }).map_err(mount_err)?;
         let mut rp = ptr::null_mut();
         // SAFETY: valid mount, valid out pointer.
-        ffi::check(unsafe { ffi::ceph_ll_lookup_root(mnt.ptr(), &mut rp) }).map_err(mount_err)?;
+        ffi::check(unsafe { api.ceph_ll_lookup_root(mnt.ptr(), &mut rp) }).map_err(mount_err)?;
         let root_ref = NodeRef::new(mnt.clone(), rp);
         Ok(CephFs {
             inodes: InodeStore::new(root_ref),

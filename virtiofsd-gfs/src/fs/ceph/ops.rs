@@ -76,12 +76,16 @@ impl CephFs {
         self.mnt.ptr()
     }
 
+    fn api(&self) -> &'static ffi::Api {
+        self.mnt.api
+    }
+
     fn stat(&self, inode: Inode, perm: &Perm) -> io::Result<libc::stat64> {
         let n = self.node(inode)?;
         let mut stx = ffi::ceph_statx::default();
         // SAFETY: valid mount, inode reference, out struct and perms.
         check(unsafe {
-            ffi::ceph_ll_getattr(
+            self.api().ceph_ll_getattr(
                 self.m(),
                 n.ptr(),
                 &mut stx,
@@ -191,10 +195,10 @@ impl FileSystem for CephFs {
 
     fn lookup(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, parent reference, C string, out pointers.
         self.made(|out, stx| unsafe {
-            ffi::ceph_ll_lookup(
+            self.api().ceph_ll_lookup(
                 self.m(),
                 p.ptr(),
                 name.as_ptr(),
@@ -217,7 +221,7 @@ impl FileSystem for CephFs {
         inode: Inode,
         _fh: Option<Handle>,
     ) -> io::Result<(libc::stat64, Duration)> {
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         Ok((self.stat(inode, &perm)?, self.cfg.cache.timeout()))
     }
 
@@ -229,7 +233,7 @@ impl FileSystem for CephFs {
         _fh: Option<Handle>,
     ) -> io::Result<(libc::stat64, Duration)> {
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         if let Some(size) = a.size {
             // On its own: a truncate stamps mtime itself, which must not
             // override an mtime set in the same request.
@@ -240,7 +244,13 @@ impl FileSystem for CephFs {
             };
             // SAFETY: valid mount, inode reference, statx and perms.
             check(unsafe {
-                ffi::ceph_ll_setattr(self.m(), n.ptr(), &mut stx, ffi::CEPH_SETATTR_SIZE, perm.0)
+                self.api().ceph_ll_setattr(
+                    self.m(),
+                    n.ptr(),
+                    &mut stx,
+                    ffi::CEPH_SETATTR_SIZE,
+                    perm.0,
+                )
             })
             .map_err(osd_timeout)?;
         }
@@ -268,18 +278,21 @@ impl FileSystem for CephFs {
         }
         if mask != 0 {
             // SAFETY: valid mount, inode reference, statx and perms.
-            check(unsafe { ffi::ceph_ll_setattr(self.m(), n.ptr(), &mut stx, mask, perm.0) })?;
+            check(unsafe {
+                self.api()
+                    .ceph_ll_setattr(self.m(), n.ptr(), &mut stx, mask, perm.0)
+            })?;
         }
         Ok((self.stat(inode, &perm)?, self.cfg.cache.timeout()))
     }
 
     fn readlink(&self, ctx: Context, inode: Inode) -> io::Result<Vec<u8>> {
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let mut buf = vec![0u8; libc::PATH_MAX as usize];
         // SAFETY: buf is valid for its length.
         let len = check(unsafe {
-            ffi::ceph_ll_readlink(
+            self.api().ceph_ll_readlink(
                 self.m(),
                 n.ptr(),
                 buf.as_mut_ptr().cast::<c_char>(),
@@ -299,10 +312,10 @@ impl FileSystem for CephFs {
         name: &CStr,
     ) -> io::Result<Entry> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, parent reference, C strings, out pointers.
         self.made(|out, stx| unsafe {
-            ffi::ceph_ll_symlink(
+            self.api().ceph_ll_symlink(
                 self.m(),
                 p.ptr(),
                 name.as_ptr(),
@@ -326,12 +339,12 @@ impl FileSystem for CephFs {
         umask: u32,
     ) -> io::Result<Entry> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let mode = self.create_mode(mode, umask);
         let rdev = crate::fuse::server::decode_dev(rdev);
         // SAFETY: valid mount, parent reference, C string, out pointers.
         self.made(|out, stx| unsafe {
-            ffi::ceph_ll_mknod(
+            self.api().ceph_ll_mknod(
                 self.m(),
                 p.ptr(),
                 name.as_ptr(),
@@ -355,11 +368,11 @@ impl FileSystem for CephFs {
         umask: u32,
     ) -> io::Result<Entry> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let mode = self.create_mode(mode, umask);
         // SAFETY: valid mount, parent reference, C string, out pointers.
         self.made(|out, stx| unsafe {
-            ffi::ceph_ll_mkdir(
+            self.api().ceph_ll_mkdir(
                 self.m(),
                 p.ptr(),
                 name.as_ptr(),
@@ -375,17 +388,23 @@ impl FileSystem for CephFs {
 
     fn unlink(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, parent reference, C string, perms.
-        check(unsafe { ffi::ceph_ll_unlink(self.m(), p.ptr(), name.as_ptr(), perm.0) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_unlink(self.m(), p.ptr(), name.as_ptr(), perm.0)
+        })?;
         Ok(())
     }
 
     fn rmdir(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, parent reference, C string, perms.
-        check(unsafe { ffi::ceph_ll_rmdir(self.m(), p.ptr(), name.as_ptr(), perm.0) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_rmdir(self.m(), p.ptr(), name.as_ptr(), perm.0)
+        })?;
         Ok(())
     }
 
@@ -406,10 +425,10 @@ impl FileSystem for CephFs {
         }
         let o = self.node(olddir)?;
         let n = self.node(newdir)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, references, C strings, perms.
         check(unsafe {
-            ffi::ceph_ll_rename(
+            self.api().ceph_ll_rename(
                 self.m(),
                 o.ptr(),
                 oldname.as_ptr(),
@@ -430,16 +449,19 @@ impl FileSystem for CephFs {
     ) -> io::Result<Entry> {
         let n = self.node(inode)?;
         let p = self.node(newparent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, references, C string, perms.
-        check(unsafe { ffi::ceph_ll_link(self.m(), n.ptr(), p.ptr(), newname.as_ptr(), perm.0) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_link(self.m(), n.ptr(), p.ptr(), newname.as_ptr(), perm.0)
+        })?;
         // The new name is one more lookup of the same node.
         self.lookup(ctx, newparent, newname)
     }
 
     fn open(&self, ctx: Context, inode: Inode, flags: u32) -> io::Result<(Handle, u32)> {
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let kind = self.stat(inode, &perm)?.st_mode & libc::S_IFMT;
         match kind {
             libc::S_IFREG => {}
@@ -450,7 +472,8 @@ impl FileSystem for CephFs {
         let mut fh = ptr::null_mut();
         // SAFETY: valid mount, inode reference, out pointer and perms.
         check(unsafe {
-            ffi::ceph_ll_open(self.m(), n.ptr(), self.open_flags(flags), &mut fh, perm.0)
+            self.api()
+                .ceph_ll_open(self.m(), n.ptr(), self.open_flags(flags), &mut fh, perm.0)
         })?;
         let append = self.open_flags(flags) & libc::O_APPEND != 0;
         let h = self.handles.insert(HandleData {
@@ -471,13 +494,13 @@ impl FileSystem for CephFs {
         umask: u32,
     ) -> io::Result<(Entry, Handle, u32)> {
         let p = self.node(parent)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let oflags = self.open_flags(flags) | libc::O_CREAT | (flags as i32 & libc::O_EXCL);
         let mut fh = ptr::null_mut();
         let mode = self.create_mode(mode, umask) | libc::S_IFREG;
         // SAFETY: valid mount, parent reference, C string, out pointers.
         let e = self.made(|out, stx| unsafe {
-            ffi::ceph_ll_create(
+            self.api().ceph_ll_create(
                 self.m(),
                 p.ptr(),
                 name.as_ptr(),
@@ -513,7 +536,7 @@ impl FileSystem for CephFs {
         let mut buf = vec![0u8; size as usize];
         // SAFETY: buf is valid for `size` bytes.
         let n = check(unsafe {
-            ffi::ceph_ll_read(
+            self.api().ceph_ll_read(
                 self.m(),
                 f,
                 off,
@@ -542,7 +565,7 @@ impl FileSystem for CephFs {
         }
         // SAFETY: data is valid for its length.
         let n = check(unsafe {
-            ffi::ceph_ll_write(
+            self.api().ceph_ll_write(
                 self.m(),
                 f,
                 off,
@@ -565,7 +588,7 @@ impl FileSystem for CephFs {
     fn fsync(&self, _ctx: Context, inode: Inode, datasync: bool, fh: Handle) -> io::Result<()> {
         let (_h, f) = self.file(fh, inode)?;
         // SAFETY: valid mount and open file.
-        check(unsafe { ffi::ceph_ll_fsync(self.m(), f, i32::from(datasync)) })
+        check(unsafe { self.api().ceph_ll_fsync(self.m(), f, i32::from(datasync)) })
             .map_err(osd_timeout)?;
         Ok(())
     }
@@ -575,7 +598,7 @@ impl FileSystem for CephFs {
         // SAFETY: statvfs is plain old data.
         let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: valid mount, reference and out struct.
-        check(unsafe { ffi::ceph_ll_statfs(self.m(), n.ptr(), &mut v) })?;
+        check(unsafe { self.api().ceph_ll_statfs(self.m(), n.ptr(), &mut v) })?;
         // SAFETY: statvfs64 is plain old data.
         let mut s: StatFs = unsafe { std::mem::zeroed() };
         s.f_bsize = v.f_bsize;
@@ -602,10 +625,10 @@ impl FileSystem for CephFs {
     ) -> io::Result<()> {
         self.xattrs(Some(name))?;
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, reference, C string and value buffer.
         check(unsafe {
-            ffi::ceph_ll_setxattr(
+            self.api().ceph_ll_setxattr(
                 self.m(),
                 n.ptr(),
                 name.as_ptr(),
@@ -627,11 +650,11 @@ impl FileSystem for CephFs {
     ) -> io::Result<XattrReply> {
         self.xattrs(Some(name))?;
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let mut buf = vec![0u8; size as usize];
         // SAFETY: buf is valid for `size` bytes (none when size is 0).
         let len = check(unsafe {
-            ffi::ceph_ll_getxattr(
+            self.api().ceph_ll_getxattr(
                 self.m(),
                 n.ptr(),
                 name.as_ptr(),
@@ -650,12 +673,12 @@ impl FileSystem for CephFs {
     fn listxattr(&self, ctx: Context, inode: Inode, size: u32) -> io::Result<XattrReply> {
         self.xattrs(None)?;
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let mut buf = vec![0u8; size as usize];
         let mut len = 0usize;
         // SAFETY: buf is valid for `size` bytes; valid out pointer.
         check(unsafe {
-            ffi::ceph_ll_listxattr(
+            self.api().ceph_ll_listxattr(
                 self.m(),
                 n.ptr(),
                 buf.as_mut_ptr().cast::<c_char>(),
@@ -676,18 +699,24 @@ impl FileSystem for CephFs {
     fn removexattr(&self, ctx: Context, inode: Inode, name: &CStr) -> io::Result<()> {
         self.xattrs(Some(name))?;
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         // SAFETY: valid mount, reference, C string and perms.
-        check(unsafe { ffi::ceph_ll_removexattr(self.m(), n.ptr(), name.as_ptr(), perm.0) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_removexattr(self.m(), n.ptr(), name.as_ptr(), perm.0)
+        })?;
         Ok(())
     }
 
     fn opendir(&self, ctx: Context, inode: Inode, _flags: u32) -> io::Result<(Handle, u32)> {
         let n = self.node(inode)?;
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let mut d = ptr::null_mut();
         // SAFETY: valid mount, reference, out pointer and perms.
-        check(unsafe { ffi::ceph_ll_opendir(self.m(), n.ptr(), &mut d, perm.0) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_opendir(self.m(), n.ptr(), &mut d, perm.0)
+        })?;
         let h = self.handles.insert(HandleData {
             inode,
             node: n,
@@ -716,19 +745,19 @@ impl FileSystem for CephFs {
         let d = d.lock().unwrap_or_else(|p| p.into_inner());
         let off = i64::try_from(offset).map_err(|_| err(libc::EINVAL))?;
         // SAFETY: valid mount and directory stream (locked).
-        unsafe { ffi::ceph_seekdir(self.m(), *d, off) };
+        unsafe { self.api().ceph_seekdir(self.m(), *d, off) };
         let mut out = Vec::new();
         let mut used = 0usize;
         while used < size as usize {
             // SAFETY: dirent is plain old data.
             let mut de: libc::dirent = unsafe { std::mem::zeroed() };
             // SAFETY: valid mount, stream and out struct.
-            let r = check(unsafe { ffi::ceph_readdir_r(self.m(), *d, &mut de) })?;
+            let r = check(unsafe { self.api().ceph_readdir_r(self.m(), *d, &mut de) })?;
             if r == 0 {
                 break;
             }
             // SAFETY: valid mount and stream.
-            let next = unsafe { ffi::ceph_telldir(self.m(), *d) };
+            let next = unsafe { self.api().ceph_telldir(self.m(), *d) };
             let name: Vec<u8> = de
                 .d_name
                 .iter()
@@ -753,12 +782,15 @@ impl FileSystem for CephFs {
     fn fsyncdir(&self, _ctx: Context, inode: Inode, datasync: bool, _fh: Handle) -> io::Result<()> {
         let n = self.node(inode)?;
         // SAFETY: valid mount and reference.
-        check(unsafe { ffi::ceph_ll_sync_inode(self.m(), n.ptr(), i32::from(datasync)) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_sync_inode(self.m(), n.ptr(), i32::from(datasync))
+        })?;
         Ok(())
     }
 
     fn access(&self, ctx: Context, inode: Inode, mask: u32) -> io::Result<()> {
-        let perm = Perm::new(ctx)?;
+        let perm = Perm::new(self.api(), ctx)?;
         let st = self.stat(inode, &perm)?;
         let mask = mask & 7;
         if mask == 0 {
@@ -799,7 +831,10 @@ impl FileSystem for CephFs {
         let off = i64::try_from(offset).map_err(|_| err(libc::EINVAL))?;
         let len = i64::try_from(length).map_err(|_| err(libc::EINVAL))?;
         // SAFETY: valid mount and open file.
-        check(unsafe { ffi::ceph_ll_fallocate(self.m(), f, mode as i32, off, len) })?;
+        check(unsafe {
+            self.api()
+                .ceph_ll_fallocate(self.m(), f, mode as i32, off, len)
+        })?;
         Ok(())
     }
 
@@ -814,7 +849,7 @@ impl FileSystem for CephFs {
         let (_h, f) = self.file(fh, inode)?;
         let off = i64::try_from(offset).map_err(|_| err(libc::EINVAL))?;
         // SAFETY: valid mount and open file.
-        let r = unsafe { ffi::ceph_ll_lseek(self.m(), f, off, whence as i32) };
+        let r = unsafe { self.api().ceph_ll_lseek(self.m(), f, off, whence as i32) };
         if r < 0 {
             return Err(ffi::errno(r));
         }
@@ -823,7 +858,7 @@ impl FileSystem for CephFs {
 
     fn syncfs(&self, _ctx: Context, _inode: Inode) -> io::Result<()> {
         // SAFETY: valid mount.
-        check(unsafe { ffi::ceph_sync_fs(self.m()) })?;
+        check(unsafe { self.api().ceph_sync_fs(self.m()) })?;
         Ok(())
     }
 }
