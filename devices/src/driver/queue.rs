@@ -35,6 +35,18 @@ struct Desc {
 // so every byte pattern is a valid value.
 unsafe impl ByteValued for Desc {}
 
+/// A used-ring element (virtio 1.x, 2.7.8), read with one load.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct UsedElem {
+    id: u32,
+    len: u32,
+}
+
+// SAFETY: UsedElem is repr(C), two u32 without padding; every byte pattern
+// is a valid value.
+unsafe impl ByteValued for UsedElem {}
+
 /// One buffer of a descriptor chain, as the driver describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffer {
@@ -419,11 +431,8 @@ impl VirtQueue {
         while self.last_used != Wrapping(used_idx) {
             let slot = u64::from(self.last_used.0 % self.size);
             let at = self.rings.used.unchecked_add(4 + 8 * slot);
-            let id: u32 = u32::from_le(m.read_obj(at).map_err(DriverError::Access)?);
-            let len: u32 = u32::from_le(
-                m.read_obj(at.unchecked_add(4))
-                    .map_err(DriverError::Access)?,
-            );
+            let e: UsedElem = m.read_obj(at).map_err(DriverError::Access)?;
+            let (id, len) = (u32::from_le(e.id), u32::from_le(e.len));
             let head = u16::try_from(id)
                 .ok()
                 .filter(|h| *h < self.size && self.chain_len[usize::from(*h)] != 0)
