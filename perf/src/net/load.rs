@@ -200,7 +200,8 @@ pub fn raw_tx(
 }
 
 /// Device mode: connects to net-tap at `socket` with cradle's userspace
-/// virtio driver (one queue pair plus control), keeps its TX queue full of
+/// virtio driver (one queue pair plus control), keeps its TX queue at least
+/// half full (refilled in batches of at least half the queue) of
 /// `frame_len`-byte frames (header and frame in one descriptor, as Linux's
 /// virtio_net sends small packets), and counts them at tap `ifname`.
 /// Pinned to `cpu`; call on a thread inside the tap's namespace.
