@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::memory::SharedMemory;
@@ -16,6 +16,36 @@ use super::DriverError;
 const VRING_DESC_F_NEXT: u16 = 1;
 const VRING_DESC_F_WRITE: u16 = 2;
 const VRING_DESC_F_INDIRECT: u16 = 4;
+/// `VRING_USED_F_NO_NOTIFY`: the device asks not to be kicked (without
+/// EVENT_IDX).
+const VRING_USED_F_NO_NOTIFY: u16 = 1;
+
+/// A descriptor as laid out in the table (virtio 1.x, 2.7.5), written with
+/// one store instead of four.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+// SAFETY: Desc is repr(C) plain integers with no padding (8 + 4 + 2 + 2),
+// so every byte pattern is a valid value.
+unsafe impl ByteValued for Desc {}
+
+/// A used-ring element (virtio 1.x, 2.7.8), read with one load.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct UsedElem {
+    id: u32,
+    len: u32,
+}
+
+// SAFETY: UsedElem is repr(C), two u32 without padding; every byte pattern
+// is a valid value.
+unsafe impl ByteValued for UsedElem {}
 
 /// One buffer of a descriptor chain, as the driver describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +111,22 @@ pub struct VirtQueue {
     event_idx: bool,
     /// Free descriptor indices.
     free: Vec<u16>,
-    /// Per head: descriptors the chain holds (to free them on completion).
-    chains: Vec<Vec<u16>>,
+    /// Per head: number of descriptors the chain holds, 0 when the head is
+    /// not in flight (to free them on completion).
+    chain_len: Vec<u16>,
+    /// Per descriptor: the next one of its chain (our copy, as the table
+    /// is shared with the device and must not be trusted on the way back).
+    chain_next: Vec<u16>,
+    /// Index of the next avail slot to fill; entries between `avail_idx`
+    /// and this are staged but not yet published.
+    staged_idx: Wrapping<u16>,
     avail_idx: Wrapping<u16>,
     /// Value of `avail_idx` at the last kick (for EVENT_IDX suppression).
     kicked_idx: Wrapping<u16>,
     last_used: Wrapping<u16>,
+    /// `used_event` as last written (EVENT_IDX): rewriting an unchanged
+    /// value would only bounce the cache line the device reads.
+    used_event: Option<Wrapping<u16>>,
     in_flight: usize,
     /// Kicks actually sent (EVENT_IDX may suppress some).
     pub kicks_sent: u64,
@@ -132,10 +172,13 @@ impl VirtQueue {
             call,
             event_idx,
             free: (0..size).rev().collect(),
-            chains: vec![Vec::new(); usize::from(size)],
+            chain_len: vec![0; usize::from(size)],
+            chain_next: vec![0; usize::from(size)],
+            staged_idx: Wrapping(0),
             avail_idx: Wrapping(0),
             kicked_idx: Wrapping(0),
             last_used: Wrapping(0),
+            used_event: None,
             in_flight: 0,
             kicks_sent: 0,
             spin: Duration::ZERO,
@@ -191,16 +234,13 @@ impl VirtQueue {
         let at = table
             .checked_add(16 * u64::from(i))
             .ok_or(DriverError::OutOfMemory)?;
-        let m = self.mem.mem();
-        m.write_obj(b.addr.to_le(), at)
-            .map_err(DriverError::Access)?;
-        m.write_obj(b.len.to_le(), at.unchecked_add(8))
-            .map_err(DriverError::Access)?;
-        m.write_obj(flags.to_le(), at.unchecked_add(12))
-            .map_err(DriverError::Access)?;
-        m.write_obj(next.to_le(), at.unchecked_add(14))
-            .map_err(DriverError::Access)?;
-        Ok(())
+        let d = Desc {
+            addr: b.addr.to_le(),
+            len: b.len.to_le(),
+            flags: flags.to_le(),
+            next: next.to_le(),
+        };
+        self.mem.mem().write_obj(d, at).map_err(DriverError::Access)
     }
 
     fn desc_flags(b: Buffer, has_next: bool) -> u16 {
@@ -217,26 +257,48 @@ impl VirtQueue {
     /// Places a chain of `bufs` in the descriptor table and publishes it in
     /// the available ring (without kicking). Returns the head index.
     pub fn add_chain(&mut self, bufs: &[Buffer]) -> Result<u16, DriverError> {
+        let head = self.stage_chain(bufs)?;
+        self.publish()?;
+        Ok(head)
+    }
+
+    /// Places a chain of `bufs` in the descriptor table and its head in the
+    /// next available-ring slot, but does not make it visible to the
+    /// device: [`VirtQueue::publish`] (or [`VirtQueue::kick`]) publishes
+    /// every staged chain with one index store, so a batch costs one
+    /// index update and one notification. Returns the head index.
+    pub fn stage_chain(&mut self, bufs: &[Buffer]) -> Result<u16, DriverError> {
         if bufs.is_empty() {
             return Err(DriverError::EmptyChain);
         }
+        let n = u16::try_from(bufs.len()).map_err(|_| DriverError::QueueFull)?;
         if bufs.len() > self.free.len() {
             return Err(DriverError::QueueFull);
         }
-        let idx: Vec<u16> = (0..bufs.len()).filter_map(|_| self.free.pop()).collect();
-        for (k, b) in bufs.iter().enumerate() {
-            let next = idx.get(k + 1).copied();
-            self.write_desc(
-                self.rings.desc,
-                idx[k],
-                *b,
-                Self::desc_flags(*b, next.is_some()),
-                next.unwrap_or(0),
-            )?;
+        // Write the table back to front so each descriptor knows its next
+        // without a scratch list.
+        let mut next: Option<u16> = None;
+        for (done, b) in bufs.iter().rev().enumerate() {
+            let i = self.free.pop().ok_or(DriverError::QueueFull)?;
+            let flags = Self::desc_flags(*b, next.is_some());
+            if let Err(e) = self.write_desc(self.rings.desc, i, *b, flags, next.unwrap_or(0)) {
+                // Give back this descriptor and the ones already written.
+                self.free.push(i);
+                let mut j = next;
+                for _ in 0..done {
+                    if let Some(d) = j {
+                        self.free.push(d);
+                        j = Some(self.chain_next[usize::from(d)]);
+                    }
+                }
+                return Err(e);
+            }
+            self.chain_next[usize::from(i)] = next.unwrap_or(0);
+            next = Some(i);
         }
-        let head = idx[0];
-        self.chains[usize::from(head)] = idx;
-        self.publish(head)?;
+        let head = next.ok_or(DriverError::EmptyChain)?;
+        self.chain_len[usize::from(head)] = n;
+        self.stage_head(head)?;
         Ok(head)
     }
 
@@ -276,34 +338,66 @@ impl VirtQueue {
             VRING_DESC_F_INDIRECT,
             0,
         )?;
-        self.chains[usize::from(head)] = vec![head];
-        self.publish(head)?;
+        self.chain_len[usize::from(head)] = 1;
+        self.stage_head(head)?;
+        self.publish()?;
         Ok(head)
     }
 
-    fn publish(&mut self, head: u16) -> Result<(), DriverError> {
-        let m = self.mem.mem();
-        let slot = u64::from(self.avail_idx.0 % self.size);
-        m.write_obj(head.to_le(), self.rings.avail.unchecked_add(4 + 2 * slot))
+    /// Puts `head` in the next avail slot, unpublished.
+    fn stage_head(&mut self, head: u16) -> Result<(), DriverError> {
+        let slot = u64::from(self.staged_idx.0 % self.size);
+        self.mem
+            .mem()
+            .write_obj(head.to_le(), self.rings.avail.unchecked_add(4 + 2 * slot))
             .map_err(DriverError::Access)?;
-        self.avail_idx += Wrapping(1);
-        // The ring entry must be visible before the index that covers it.
-        fence(Ordering::Release);
-        m.write_obj(self.avail_idx.0.to_le(), self.rings.avail.unchecked_add(2))
-            .map_err(DriverError::Access)?;
+        self.staged_idx += Wrapping(1);
         self.in_flight += 1;
         Ok(())
     }
 
-    /// Notifies the device of new chains, unless EVENT_IDX says it does not
-    /// want to be woken yet.
+    /// Chains staged with [`VirtQueue::stage_chain`] and not yet published.
+    pub fn staged(&self) -> usize {
+        usize::from((self.staged_idx - self.avail_idx).0)
+    }
+
+    /// Makes every staged chain visible to the device with one store of the
+    /// available index (no kick).
+    pub fn publish(&mut self) -> Result<(), DriverError> {
+        if self.staged_idx == self.avail_idx {
+            return Ok(());
+        }
+        // The ring entries must be visible before the index that covers them.
+        fence(Ordering::Release);
+        self.mem
+            .mem()
+            .write_obj(self.staged_idx.0.to_le(), self.rings.avail.unchecked_add(2))
+            .map_err(DriverError::Access)?;
+        self.avail_idx = self.staged_idx;
+        Ok(())
+    }
+
+    /// Publishes staged chains and notifies the device of new chains,
+    /// unless it said it does not want to be woken yet (`avail_event` with
+    /// EVENT_IDX, `VRING_USED_F_NO_NOTIFY` without).
     pub fn kick(&mut self) -> Result<(), DriverError> {
+        self.publish()?;
         // Our avail idx store must be visible before we read avail_event.
         fence(Ordering::SeqCst);
         let new = self.avail_idx;
         let old = self.kicked_idx;
         self.kicked_idx = new;
-        if self.event_idx {
+        if !self.event_idx {
+            let flags: u16 = u16::from_le(
+                self.mem
+                    .mem()
+                    .read_obj(self.rings.used)
+                    .map_err(DriverError::Access)?,
+            );
+            if flags & VRING_USED_F_NO_NOTIFY != 0 {
+                return Ok(());
+            }
+        } else {
             let at = self.rings.used.unchecked_add(4 + 8 * u64::from(self.size));
             let event: u16 =
                 u16::from_le(self.mem.mem().read_obj(at).map_err(DriverError::Access)?);
@@ -318,6 +412,14 @@ impl VirtQueue {
 
     /// Collects what the device has put in the used ring so far.
     pub fn poll_used(&mut self) -> Result<Vec<Used>, DriverError> {
+        let mut out = Vec::new();
+        self.poll_used_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`VirtQueue::poll_used`], but appends to `out` (no allocation
+    /// once `out` has grown) and returns how many elements it appended.
+    pub fn poll_used_into(&mut self, out: &mut Vec<Used>) -> Result<usize, DriverError> {
         let m = self.mem.mem();
         let used_idx: u16 = u16::from_le(
             m.read_obj(self.rings.used.unchecked_add(2))
@@ -325,33 +427,35 @@ impl VirtQueue {
         );
         // Entries must be read after the index that covers them.
         fence(Ordering::Acquire);
-        let mut out = Vec::new();
+        let first = out.len();
         while self.last_used != Wrapping(used_idx) {
             let slot = u64::from(self.last_used.0 % self.size);
             let at = self.rings.used.unchecked_add(4 + 8 * slot);
-            let id: u32 = u32::from_le(m.read_obj(at).map_err(DriverError::Access)?);
-            let len: u32 = u32::from_le(
-                m.read_obj(at.unchecked_add(4))
-                    .map_err(DriverError::Access)?,
-            );
+            let e: UsedElem = m.read_obj(at).map_err(DriverError::Access)?;
+            let (id, len) = (u32::from_le(e.id), u32::from_le(e.len));
             let head = u16::try_from(id)
                 .ok()
-                .filter(|h| *h < self.size && !self.chains[usize::from(*h)].is_empty())
+                .filter(|h| *h < self.size && self.chain_len[usize::from(*h)] != 0)
                 .ok_or(DriverError::BadUsed(id))?;
-            let descs = std::mem::take(&mut self.chains[usize::from(head)]);
-            self.free.extend(descs);
+            let n = std::mem::take(&mut self.chain_len[usize::from(head)]);
+            let mut d = head;
+            for _ in 0..n {
+                self.free.push(d);
+                d = self.chain_next[usize::from(d)];
+            }
             self.in_flight -= 1;
             self.last_used += Wrapping(1);
             out.push(Used { head, len });
         }
-        if self.event_idx {
+        if self.event_idx && self.used_event != Some(self.last_used) {
             // Ask for an interrupt as soon as anything new is used.
             let at = self.rings.avail.unchecked_add(4 + 2 * u64::from(self.size));
             m.write_obj(self.last_used.0.to_le(), at)
                 .map_err(DriverError::Access)?;
+            self.used_event = Some(self.last_used);
             fence(Ordering::SeqCst);
         }
-        Ok(out)
+        Ok(out.len() - first)
     }
 
     /// Makes [`VirtQueue::wait_used`] poll the used ring for up to `spin`

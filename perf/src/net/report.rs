@@ -294,7 +294,8 @@ pub fn markdown(log: &NetLog, s: &NetSummary) -> String {
     let _ = writeln!(
         md,
         "\n## Resources\n\nCPU per million packets: the daemon's (net-tap), or the packet source's own thread \
-         (raw: the `writev` syscalls, the kernel work net-tap's tap writes also pay). Peak RSS in guest mode \
+         (raw: the `writev` syscalls, the kernel work net-tap's tap writes also pay; device: the driver's \
+         work of posting, kicking and reclaiming, without its busy-wait for completions). Peak RSS in guest mode \
          counts guest RAM the daemon mapped; own memory is RssAnon+RssFile.\n\n\
          | direction | frame | mode | backend | daemon CPU / Mpkt | source CPU / Mpkt | peak RSS | own memory |\n\
          |---|---:|---|---|---:|---:|---:|---:|"
