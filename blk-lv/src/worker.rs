@@ -203,9 +203,9 @@ impl Worker {
     /// randread, 6 alternating pairs: a yield on every turn added
     /// 16.0 µs p50 over raw, this 6.8 µs). Also measured and rejected:
     /// a COOP_TASKRUN ring (completions then wait for the next syscall:
-    /// p50 +6 µs) and sleeping in `io_uring_enter` on the request in
-    /// flight (a wake-up per request: p50 +5 µs, and milliseconds when
-    /// the CPU is contended).
+    /// p50 6 µs worse, 4 pairs) and sleeping in `io_uring_enter` on the
+    /// request in flight (a wake-up per request: p50 3 µs worse over 12
+    /// pairs, and 5 ms in one run on a contended CPU).
     fn poll(&mut self, vring: &Vring, mem: &Mem) {
         let start = Instant::now();
         let mut last = start;
