@@ -204,7 +204,7 @@ impl Worker {
     /// 16.0 µs p50 over raw, this 6.8 µs). Also measured and rejected:
     /// a COOP_TASKRUN ring (completions then wait for the next syscall:
     /// p50 6 µs worse, 4 pairs) and sleeping in `io_uring_enter` on the
-    /// request in flight (a wake-up per request: p50 3 µs worse over 12
+    /// request in flight (a wake-up per request: p50 2 µs worse over 12
     /// pairs, and 5 ms in one run on a contended CPU).
     fn poll(&mut self, vring: &Vring, mem: &Mem) {
         let start = Instant::now();
