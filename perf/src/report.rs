@@ -162,8 +162,25 @@ pub fn summarise(measurements: &[Measurement]) -> Summary {
     Summary { rows, targets }
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
+/// A ratio as the reports print it (`1.23x`, `-` when not measured).
+pub(crate) fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// Appends the `## Targets` table every suite's report ends its figures with.
+pub(crate) fn write_targets(md: &mut String, targets: &[TargetCheck]) {
+    let _ = writeln!(
+        md,
+        "\n## Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|"
+    );
+    for t in targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(md, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, met);
+    }
 }
 
 /// The blk targets of the harness's issue, checked on device-mode rows (the
@@ -339,18 +356,7 @@ pub fn markdown(log: &RunLog, summary: &Summary) -> String {
             fmt_ratio(row.ours_over_raw)
         );
     }
-    let _ = writeln!(
-        md,
-        "\n## Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|"
-    );
-    for t in &summary.targets {
-        let met = match t.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "not measured",
-        };
-        let _ = writeln!(md, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, met);
-    }
+    write_targets(&mut md, &summary.targets);
     let _ = writeln!(
         md,
         "\n## Daemon resources (device and guest modes)\n\nPeak RSS counts the guest-RAM pages a daemon maps from the VM's memfd (large in guest mode); own memory is RssAnon+RssFile, the daemon's cost beyond the guest.\n\n| job | QD x queues | mode | backend | p50 latency | CPU per I/O | peak RSS | own memory |\n|---|---|---|---|---:|---:|---:|---:|"

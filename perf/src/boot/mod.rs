@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::{self, Group};
-use crate::report::TargetCheck;
+use crate::report::{fmt_ratio, write_targets, TargetCheck};
 use crate::stats::{ratio, Samples};
 use crate::PerfError;
 use probe::ProbeResult;
@@ -213,10 +213,6 @@ pub fn summarise(ms: &[BootMeasurement]) -> BootSummary {
     }
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())
-}
-
 fn fmt_ms(v: Option<f64>, spread: Option<f64>) -> String {
     match (v, spread) {
         (Some(v), Some(s)) => format!("{v:.0} ms (±{:.0}%)", s * 50.0),
@@ -272,18 +268,7 @@ pub fn markdown(log: &BootLog, s: &BootSummary) -> String {
         fmt_ratio(s.init_ratio),
         fmt_ratio(s.exit_ratio)
     );
-    let _ = writeln!(
-        md,
-        "\n## Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|"
-    );
-    for t in &s.targets {
-        let met = match t.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "not measured",
-        };
-        let _ = writeln!(md, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, met);
-    }
+    write_targets(&mut md, &s.targets);
     let _ = writeln!(
         md,
         "\n## How to read this\n\n\

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{gbit_s, NetBackend, NetLog, NetMeasurement, NetPoint};
 use crate::chart::{self, Group};
 use crate::record::Mode;
-use crate::report::TargetCheck;
+use crate::report::{fmt_ratio, write_targets, TargetCheck};
 use crate::stats::{ratio, Samples};
 use crate::PerfError;
 
@@ -175,10 +175,6 @@ pub fn summarise(ms: &[NetMeasurement]) -> NetSummary {
     }
 }
 
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into())
-}
-
 /// net-tap ≥ 0.8x raw tap writev packet rate (device mode: the daemon's own
 /// cost, no guest); the daemon's own memory ≤ 10 MiB.
 fn targets(rows: &[NetRow]) -> Vec<TargetCheck> {
@@ -273,18 +269,7 @@ pub fn markdown(log: &NetLog, s: &NetSummary) -> String {
             fmt_ratio(row.ours_over_peer)
         );
     }
-    let _ = writeln!(
-        md,
-        "\n## Targets\n\n| target | goal | measured | met |\n|---|---|---:|---|"
-    );
-    for t in &s.targets {
-        let met = match t.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "not measured",
-        };
-        let _ = writeln!(md, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, met);
-    }
+    write_targets(&mut md, &s.targets);
     if !s.failures.is_empty() {
         let _ = writeln!(md, "\n## Failed runs (left out of the medians)\n");
         for f in &s.failures {
